@@ -1,0 +1,537 @@
+"""Load and save HINet weights: official BasicSR ``.pth`` files and our ``.safetensors`` format.
+
+Loading never executes code from a file. ``.pth`` files are read with
+``torch.load(weights_only=True)``, which only rebuilds tensors and plain
+containers; a file that needs anything else is refused. ``.safetensors``
+files hold no code at all.
+
+Our format is one ``.safetensors`` file: the HINet state_dict plus a JSON
+document in the header metadata under the key ``"napari_hinet"`` (task,
+config, patch size, input range, channels, training, metrics, licence,
+``sha256``...; see ``docs/architecture.md``).
+
+``sha256`` is defined as: SHA-256 over the raw bytes of every tensor, as
+stored in the file (its dtype, C order, little-endian), concatenated in the
+order of ``HINet(**config).state_dict()``; names and shapes are not hashed.
+For float32 weights the same value results whether the tensors come from an
+official ``.pth`` or from our file, so a converted checkpoint keeps its hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .model import HINet
+from .registry import (
+    METADATA_KEY,
+    OFFICIAL_CHECKPOINTS,
+    OFFICIAL_LICENCE,
+    OfficialCheckpoint,
+    get_model_info,
+    official_checkpoint,
+    read_safetensors_header,
+    user_models_dir,
+)
+
+__all__ = [
+    "CheckpointError",
+    "CorruptCheckpointError",
+    "LayoutError",
+    "UnsafeCheckpointError",
+    "detect_layout",
+    "infer_config",
+    "load_model",
+    "load_state_dict",
+    "save_model",
+    "weights_sha256",
+]
+
+FORMAT_VERSION = 1
+
+# metadata of a loaded model that describes the file it came from, not the weights
+_NOT_INHERITED = ("name", "file", "sha256", "registry_kind", "param_key", "source", "saved_at", "saved_with")
+
+
+class CheckpointError(ValueError):
+    """A weights file cannot be used (base class of the errors below)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file holds objects other than tensors (possibly code); it was not loaded."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """The file is truncated, damaged or its weights do not match their sha256."""
+
+
+class LayoutError(CheckpointError):
+    """The state_dict does not fit any HINet architecture."""
+
+
+# ----------------------------------------------------------------- official layouts
+
+# Architectures of the five released checkpoints (several share one layout).
+_LAYOUT_CONFIGS: dict[str, dict[str, Any]] = {}
+_LAYOUT_MEMBERS: dict[str, list[str]] = {}
+for _ckpt in OFFICIAL_CHECKPOINTS:
+    _existing = next((k for k, v in _LAYOUT_CONFIGS.items() if v == _ckpt.config), None)
+    if _existing is None:
+        _LAYOUT_CONFIGS[_ckpt.name] = dict(_ckpt.config)
+        _LAYOUT_MEMBERS[_ckpt.name] = [_ckpt.name]
+    else:
+        _LAYOUT_MEMBERS[_existing].append(_ckpt.name)
+
+
+def _layout_name(first: str) -> str:
+    return " / ".join(_LAYOUT_MEMBERS[first]) + " layout"
+
+
+#: layout name (e.g. "HINet-SIDD-1x / HINet-Rain13k layout") -> HINet config
+OFFICIAL_LAYOUTS: dict[str, dict[str, Any]] = {_layout_name(k): v for k, v in _LAYOUT_CONFIGS.items()}
+
+
+def expected_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Ordered ``{key: shape}`` of the state_dict of ``HINet(**config)`` (built on the meta device, no memory)."""
+    with torch.device("meta"):
+        model = HINet(**config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+
+
+def _shapes(state_dict: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state_dict.items()}
+
+
+def detect_layout(state_dict: Mapping[str, Tensor]) -> str | None:
+    """Name of the official layout whose keys and shapes equal ``state_dict``'s, else ``None``.
+
+    Names: ``"HINet-SIDD-0.5x layout"``, ``"HINet-SIDD-1x / HINet-Rain13k layout"``
+    and ``"HINet-GoPro / HINet-REDS layout"`` (checkpoints that share an
+    architecture cannot be told apart from their weights). A leading
+    ``module.`` on the keys is ignored.
+    """
+    shapes = _shapes(_strip_module_prefix(state_dict))
+    for name, config in OFFICIAL_LAYOUTS.items():
+        if shapes == expected_shapes(config):
+            return name
+    return None
+
+
+def _nearest_layout(shapes: Mapping[str, tuple[int, ...]]) -> tuple[str, float]:
+    """The official layout sharing the most (key, shape) pairs with ``shapes``, and that fraction."""
+    given = set(shapes.items())
+    best, best_score = "", -1.0
+    for name, config in OFFICIAL_LAYOUTS.items():
+        expected = set(expected_shapes(config).items())
+        score = len(given & expected) / max(len(given | expected), 1)
+        if score > best_score:
+            best, best_score = name, score
+    return best, best_score
+
+
+def _preview(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _layout_error(
+    shapes: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]] | None, why: str
+) -> LayoutError:
+    nearest, score = _nearest_layout(shapes)
+    reference = expected if expected is not None else expected_shapes(OFFICIAL_LAYOUTS[nearest])
+    missing = [k for k in reference if k not in shapes]
+    unexpected = [k for k in shapes if k not in reference]
+    wrong = [
+        f"{k} {shapes[k]} != {reference[k]}" for k in reference if k in shapes and shapes[k] != reference[k]
+    ]
+    parts = [f"The weights do not fit HINet: {why}."]
+    against = "the architecture inferred from the keys" if expected is not None else f"the {nearest}"
+    parts.append(f"Compared with {against}:")
+    parts.append(f"  missing keys ({len(missing)}): {_preview(missing) or '-'}")
+    parts.append(f"  unexpected keys ({len(unexpected)}): {_preview(unexpected) or '-'}")
+    if wrong:
+        parts.append(f"  shape mismatches ({len(wrong)}): {_preview(wrong, 4)}")
+    parts.append(f"Nearest official layout: {nearest} ({score:.0%} of keys and shapes in common).")
+    parts.append(
+        "Is this a HINet checkpoint (megvii-model/HINet or napari-hinet)? Other networks cannot be loaded."
+    )
+    return LayoutError("\n".join(parts))
+
+
+def infer_config(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
+    """HINet constructor arguments read from the keys and shapes of a state_dict.
+
+    ``in_chn`` and ``wf`` come from ``conv_01.weight`` (wf, in_chn, 3, 3),
+    ``depth`` from the number of ``down_path_1.<i>`` blocks, the HIN range from
+    the levels that hold ``norm.weight``. ``relu_slope`` is not stored in the
+    weights; the official value 0.2 is returned. Raises :class:`LayoutError`
+    if the keys do not describe a HINet.
+    """
+    sd = _strip_module_prefix(state_dict)
+    shapes = _shapes(sd)
+    conv = shapes.get("conv_01.weight")
+    if conv is None or len(conv) != 4:
+        raise _layout_error(shapes, None, "there is no 4-D 'conv_01.weight' (the stage-1 input conv)")
+    wf, in_chn = conv[0], conv[1]
+    levels = sorted(
+        {int(k.split(".")[1]) for k in sd if k.startswith("down_path_1.") and k.split(".")[1].isdigit()}
+    )
+    if not levels or levels != list(range(len(levels))):
+        raise _layout_error(shapes, None, f"encoder levels down_path_1.<i> are {levels}, expected 0..depth-1")
+    hin = [i for i in levels if f"down_path_1.{i}.norm.weight" in sd]
+    if hin and hin != list(range(hin[0], hin[-1] + 1)):
+        raise _layout_error(
+            shapes, None, f"Half Instance Normalization at levels {hin} is not one contiguous range"
+        )
+    return {
+        "in_chn": int(in_chn),
+        "wf": int(wf),
+        "depth": len(levels),
+        "relu_slope": 0.2,
+        "hin_position_left": hin[0] if hin else 0,
+        "hin_position_right": hin[-1] if hin else -1,
+    }
+
+
+# ----------------------------------------------------------------- hashing
+
+
+def weights_sha256(state_dict: Mapping[str, Tensor], keys: list[str] | None = None) -> str:
+    """SHA-256 (hex) over the raw bytes of the tensors, in ``keys`` order (default: dict order)."""
+    h = hashlib.sha256()
+    for key in keys if keys is not None else list(state_dict):
+        t = state_dict[key].detach().to("cpu").contiguous()
+        if t.numel():
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------- reading files
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "GLOBAL" in text:
+            detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln), "")
+            raise UnsafeCheckpointError(
+                f"Refused to load {path}: it contains Python objects other than tensors, which could run "
+                f"code on loading ({detail}). Nothing from it was executed. If you trust the file, "
+                "convert it yourself to a plain state_dict or to .safetensors."
+            ) from exc
+        raise UnsafeCheckpointError(
+            f"Refused to load {path}: it is not a plain-tensor PyTorch checkpoint (corrupt, or not a "
+            "checkpoint at all), so it was not unpickled."
+        ) from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CorruptCheckpointError(
+            f"Could not read {path}: the file is truncated or damaged ({str(exc).splitlines()[0]}). "
+            "Download or copy it again."
+        ) from exc
+
+
+def _state_dict_from_container(obj: Any, path: Path) -> tuple[dict[str, Tensor], str | None]:
+    """The network state_dict inside a loaded ``.pth`` object, and the key it was under."""
+    if isinstance(obj, Mapping):
+        for key in ("params", "params_ema", "state_dict"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner:
+                obj, used = inner, key
+                break
+        else:
+            used = None
+        tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+        if tensors and len(tensors) == len(obj) and all(isinstance(k, str) for k in tensors):
+            return tensors, used
+    raise LayoutError(
+        f"{path} holds no HINet state_dict: expected {{'params': state_dict}} (BasicSR), "
+        "{'params_ema': ...} or a plain {name: tensor} dict."
+    )
+
+
+def load_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a weights file without building a model.
+
+    Returns ``(state_dict, metadata)``: keys without any ``module.`` prefix;
+    ``metadata`` is our JSON metadata for our ``.safetensors`` files (``{}`` for
+    others; the sha256 is verified), or ``{"param_key": ...}`` for ``.pth``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No weights file at {path}.")
+    if path.suffix.lower() == ".safetensors":
+        return _read_safetensors(path)
+    sd, used = _state_dict_from_container(_torch_load(path), path)
+    return _strip_module_prefix(sd), {"param_key": used}
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        header = read_safetensors_header(path)
+        sd = load_file(str(path), device="cpu")
+    except (ValueError, SafetensorError) as exc:
+        raise CorruptCheckpointError(
+            f"Could not read {path}: it is truncated, damaged or not a safetensors file ({exc})."
+        ) from exc
+    text = (header.get("__metadata__") or {}).get(METADATA_KEY)
+    meta: dict[str, Any] = {}
+    if text is not None:
+        try:
+            meta = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CorruptCheckpointError(
+                f"{path}: its {METADATA_KEY!r} metadata is not valid JSON ({exc})."
+            ) from exc
+    sd = _strip_module_prefix(sd)
+    if "sha256" in meta:
+        order = list(expected_shapes(meta["config"])) if "config" in meta else sorted(sd)
+        if set(order) != set(sd):
+            raise _layout_error(
+                _shapes(sd), expected_shapes(meta["config"]), "keys differ from the stored config"
+            )
+        actual = weights_sha256(sd, order)
+        if actual != meta["sha256"]:
+            raise CorruptCheckpointError(
+                f"{path} is corrupted: the sha256 of its weights is {actual}, but its metadata says "
+                f"{meta['sha256']}. Copy or download the file again."
+            )
+    return sd, meta
+
+
+# ----------------------------------------------------------------- building models
+
+
+def _build(state_dict: dict[str, Tensor], config: dict[str, Any] | None = None) -> HINet:
+    """HINet with ``state_dict`` loaded strictly (float32), built without random init."""
+    config = dict(config) if config else infer_config(state_dict)
+    expected = expected_shapes(config)
+    if _shapes(state_dict) != expected:
+        raise _layout_error(
+            _shapes(state_dict), expected, "keys or shapes differ from every HINet architecture"
+        )
+    with torch.device("meta"):
+        model = HINet(**config)
+    sd = {k: v.to(torch.float32) for k, v in state_dict.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model
+
+
+def _default_metadata(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "task": "unknown",
+        "patch_size": 256,
+        "input_range": [0.0, 1.0],
+        "normalization": "fixed",
+        "channels": "rgb" if config.get("in_chn") == 3 else "gray",
+        "licence": "unknown",
+    }
+
+
+def _official_metadata(ckpt: OfficialCheckpoint | None, layout: str | None, config: dict) -> dict[str, Any]:
+    meta = _default_metadata(config)
+    meta.update(layout=layout, channels="rgb", normalization="fixed", source="official")
+    if ckpt is not None and ckpt.config == config:
+        meta.update(
+            name=ckpt.name,
+            task=ckpt.task,
+            licence=OFFICIAL_LICENCE,
+            where_to_get=ckpt.download,
+            reported_metrics=dict(ckpt.reported_metrics),
+        )
+    return meta
+
+
+def _load_file(path: Path) -> HINet:
+    sd, file_meta = load_state_dict(path)
+    if path.suffix.lower() == ".safetensors":
+        model = _build(sd, file_meta.get("config"))
+        meta = _default_metadata(model.config)
+        meta.update(name=path.stem, source="file")
+        meta.update(file_meta)
+        meta["config"] = dict(model.config)
+        meta.setdefault("sha256", weights_sha256(sd, list(expected_shapes(model.config))))
+    else:
+        config = infer_config(sd)
+        model = _build(sd, config)
+        layout = detect_layout(sd)
+        meta = {"name": path.stem}
+        meta.update(_official_metadata(official_checkpoint(path.stem), layout, model.config))
+        meta.update(config=dict(model.config), param_key=file_meta.get("param_key"))
+        meta["sha256"] = weights_sha256(sd, list(expected_shapes(model.config)))
+    meta["file"] = str(path)
+    model.metadata = meta
+    return model
+
+
+def load_model(source: str | os.PathLike | HINet, device: str | torch.device | None = None) -> HINet:
+    """A ready-to-run HINet (eval mode, float32) from a file, a registry name or a model.
+
+    Args:
+        source: one of
+            - a path to an official BasicSR ``.pth`` (``{'params': state_dict}``,
+              keys optionally prefixed ``module.``, zip or legacy serialisation;
+              ``params_ema`` and a bare state_dict work too). The architecture is
+              inferred from the keys and shapes; ``relu_slope`` is 0.2;
+            - a path to one of our ``.safetensors`` files (sha256 verified);
+            - a registry name (see :func:`napari_hinet.list_models`), e.g.
+              ``"HINet-GoPro"`` once ``HINet-GoPro.pth`` is in the user models folder;
+            - an ``HINet`` instance, returned as is (moved to ``device``, eval mode).
+        device: where to put the model; ``None`` means CPU.
+
+    Returns the model with ``.metadata`` (name, task, config, layout,
+    patch_size, input_range, normalization, channels, sha256, licence...).
+
+    Raises:
+        FileNotFoundError: no such file, or a registry model whose file is missing
+            (the message says where to get it and where to put it).
+        UnsafeCheckpointError: the file would need to unpickle non-tensor objects.
+        CorruptCheckpointError: truncated/damaged file or sha256 mismatch.
+        LayoutError: the weights fit no HINet (missing/unexpected keys and the
+            nearest official layout are listed).
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if isinstance(source, HINet):
+        return source.to(device).eval()
+    if isinstance(source, torch.nn.Module):
+        raise TypeError(f"load_model expects a HINet, got a {type(source).__name__}.")
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            f"load_model expects a path, a registry name or a HINet, got {type(source).__name__}."
+        )
+
+    path = Path(source).expanduser()
+    if path.is_file():
+        model = _load_file(path)
+    else:
+        looks_like_name = isinstance(source, str) and os.sep not in source and path.suffix == ""
+        try:
+            info = get_model_info(str(source))
+        except KeyError as exc:
+            if looks_like_name or official_checkpoint(str(source)):
+                raise KeyError(f"{exc.args[0]} (and there is no file {path}).") from None
+            raise FileNotFoundError(
+                f"No weights file at {path} (and no registry model of that name)."
+            ) from None
+        if not info.available or info.path is None or not info.path.is_file():
+            raise FileNotFoundError(info.missing_message())
+        model = _load_file(info.path)
+        if info.kind == "official" and model.config != info.config:
+            raise LayoutError(
+                f"{info.path} is named like the official {info.name} checkpoint but holds a different "
+                f"architecture ({model.metadata.get('layout') or model.config}); expected {info.config}. "
+                f"Rename the file or replace it with the one from {info.where_to_get}."
+            )
+        model.metadata["name"] = info.name
+        model.metadata["registry_kind"] = info.kind
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------- saving
+
+
+def save_model(
+    model: HINet,
+    path: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    **metadata: Any,
+) -> Path:
+    """Write ``model`` as one ``.safetensors`` file with our JSON metadata, atomically.
+
+    Args:
+        model: the HINet to save (any device; tensors are copied to CPU).
+        path: destination, normally ``<name>.safetensors``.
+        dtype: storage dtype of the weights, e.g. ``torch.float16`` for half
+            the size (loaded back as float32); default: as in the model.
+        **metadata: JSON-serialisable fields stored with the weights, e.g.
+            ``name``, ``task``, ``patch_size``, ``input_range``, ``normalization``,
+            ``channels``, ``training``, ``metrics``, ``licence``, ``description``.
+            ``config`` (from the model) and ``sha256`` are filled in here.
+
+    The file is written to a temporary file in the same folder, flushed to
+    disk and renamed over ``path``, so readers never see a partial file.
+    Returns the path written.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if "config" in metadata and dict(metadata["config"]) != model.config:
+        raise ValueError(f"metadata config {metadata['config']} differs from the model's {model.config}.")
+    keys = list(model.state_dict())
+    tensors = {}
+    for k, v in model.state_dict().items():
+        t = v.detach().to("cpu")
+        if dtype is not None:
+            t = t.to(dtype)
+        tensors[k] = t.contiguous().clone()
+
+    meta = _default_metadata(model.config)
+    inherited = {k: v for k, v in getattr(model, "metadata", {}).items() if k not in _NOT_INHERITED}
+    meta.update(inherited)
+    meta["name"] = path.stem
+    meta.update(metadata)
+    meta.update(
+        config=dict(model.config),
+        sha256=weights_sha256(tensors, keys),
+        weights_dtype=str(next(iter(tensors.values())).dtype).replace("torch.", ""),
+        format_version=FORMAT_VERSION,
+        saved_with={"napari_hinet": _version(), "torch": torch.__version__},
+        saved_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    try:
+        text = json.dumps(meta)
+    except TypeError as exc:
+        raise ValueError(f"metadata must be JSON-serialisable: {exc}") from exc
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={METADATA_KEY: text, "format": f"napari-hinet-v{FORMAT_VERSION}"})
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def default_save_path(name: str) -> Path:
+    """Where a model called ``name`` is saved so the registry lists it: the user models folder."""
+    return user_models_dir() / f"{name}.safetensors"

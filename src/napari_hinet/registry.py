@@ -1,0 +1,444 @@
+"""One registry of HINet models: bundled, official and user-supplied.
+
+Three kinds of model are listed by :func:`list_models`:
+
+``"bundled"``
+    Our own models, shipped with the package as ``<name>.safetensors`` in
+    :func:`bundled_weights_dir`. Their metadata (task, config, channels...)
+    is read from the safetensors header without loading any tensor.
+``"official"``
+    The five checkpoints released by the HINet authors (megvii-model/HINet).
+    This project cannot download them; a user fetches a file from the URL in
+    ``where_to_get`` and puts it, under its official file name (for example
+    ``HINet-GoPro.pth``), into :func:`user_models_dir`. From then on the model
+    is listed as available and loads by name.
+``"user"``
+    Every other ``.safetensors``, ``.pth`` or ``.pt`` file in the user models
+    folder (fine-tuned models, converted checkpoints). A ``.safetensors`` file
+    written by :func:`napari_hinet.save_model` carries its task in its metadata.
+    For any other file the task is ``"unknown"``: such a model is offered for
+    *every* task (``list_models("deblur")`` includes it), because only the
+    user knows what it was trained for.
+
+This module imports neither torch nor Qt, so listing models is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TASKS = ("denoise", "deblur", "derain")
+
+#: The model each task uses when the caller names none (all bundled).
+#: Photo denoising is available by name: ``"hinet-denoise-photo"``.
+DEFAULT_MODELS = {
+    "denoise": "hinet-denoise-fluo",
+    "deblur": "hinet-deblur-photo",
+    "derain": "hinet-derain-photo",
+}
+
+#: Environment variable that overrides the user models folder.
+MODELS_DIR_ENV = "HINET_MODELS_DIR"
+
+#: Key of our JSON metadata in a safetensors header.
+METADATA_KEY = "napari_hinet"
+
+OFFICIAL_LICENCE = (
+    "MIT (megvii-model/HINet README: 'This project is under the MIT license'; "
+    "no separate licence is stated for the weights)"
+)
+_OFFICIAL_SOURCE = "reported by the HINet authors (megvii-model/HINet README); not measured by this project"
+
+
+def _official_config(wf: int, hin_left: int, hin_right: int) -> dict[str, Any]:
+    return {
+        "in_chn": 3,
+        "wf": wf,
+        "depth": 5,
+        "relu_slope": 0.2,
+        "hin_position_left": hin_left,
+        "hin_position_right": hin_right,
+    }
+
+
+@dataclass(frozen=True)
+class OfficialCheckpoint:
+    """Facts about one checkpoint released by the HINet authors."""
+
+    name: str
+    task: str
+    config: dict[str, Any]
+    download: str
+    description: str
+    reported_metrics: dict[str, Any]
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.pth"
+
+
+#: The five released checkpoints, as in megvii-model/HINet @ 4e72315.
+OFFICIAL_CHECKPOINTS: tuple[OfficialCheckpoint, ...] = (
+    OfficialCheckpoint(
+        name="HINet-SIDD-0.5x",
+        task="denoise",
+        config=_official_config(32, 0, 4),
+        download="https://drive.google.com/file/d/1Y5YJQVNL0weifE--5us344bLwzBNS_sU/view?usp=sharing",
+        description="Real sRGB camera noise (SIDD), half width (wf=32), 22.2 M parameters.",
+        reported_metrics={"source": _OFFICIAL_SOURCE, "SIDD validation": {"psnr": 39.82, "ssim": 0.958}},
+    ),
+    OfficialCheckpoint(
+        name="HINet-SIDD-1x",
+        task="denoise",
+        config=_official_config(64, 0, 4),
+        download="https://drive.google.com/file/d/1CU5z-M90Jc-TAcVpEaFjDCYA09fkubGi/view?usp=sharing",
+        description="Real sRGB camera noise (SIDD), full width (wf=64), 88.7 M parameters.",
+        reported_metrics={"source": _OFFICIAL_SOURCE, "SIDD validation": {"psnr": 39.99, "ssim": 0.958}},
+    ),
+    OfficialCheckpoint(
+        name="HINet-GoPro",
+        task="deblur",
+        config=_official_config(64, 3, 4),
+        download="https://drive.google.com/file/d/1dw8PKVkLfISzNtUu3gqGh83NBO83ZQ5n/view?usp=sharing",
+        description="Camera-shake motion blur (GoPro), 88.7 M parameters.",
+        reported_metrics={"source": _OFFICIAL_SOURCE, "GoPro test": {"psnr": 32.77, "ssim": 0.959}},
+    ),
+    OfficialCheckpoint(
+        name="HINet-REDS",
+        task="deblur",
+        config=_official_config(64, 3, 4),
+        download="https://drive.google.com/file/d/1uYH8XvLgrn-Vg6L0NjUcO2Fblhqrc8TU/view?usp=sharing",
+        description="Motion blur with JPEG compression (REDS, NTIRE 2021 track 2), 88.7 M parameters.",
+        reported_metrics={"source": _OFFICIAL_SOURCE, "REDS val-300": {"psnr": 28.83, "ssim": 0.862}},
+    ),
+    OfficialCheckpoint(
+        name="HINet-Rain13k",
+        task="derain",
+        config=_official_config(64, 0, 4),
+        download="https://drive.google.com/file/d/1AVedAkb1B2F2b3XGWlMFFVSsNfQlCwxa/view?usp=sharing",
+        description="Synthetic rain streaks (Rain13k), 88.7 M parameters.",
+        reported_metrics={
+            "source": _OFFICIAL_SOURCE + "; PSNR/SSIM on the Y channel",
+            "Test100": {"psnr": 30.29, "ssim": 0.906},
+            "Rain100H": {"psnr": 30.65, "ssim": 0.894},
+            "Rain100L": {"psnr": 37.28, "ssim": 0.970},
+            "Test2800": {"psnr": 33.91, "ssim": 0.941},
+            "Test1200": {"psnr": 33.05, "ssim": 0.919},
+            "average": {"psnr": 33.03, "ssim": 0.926},
+        },
+    ),
+)
+
+
+def official_checkpoint(name_or_file: str) -> OfficialCheckpoint | None:
+    """The official checkpoint called ``name_or_file`` (name, file name or path; case-insensitive)."""
+    key = Path(name_or_file).name.lower()
+    for ckpt in OFFICIAL_CHECKPOINTS:
+        if key in (ckpt.name.lower(), ckpt.file_name.lower()):
+            return ckpt
+    return None
+
+
+@dataclass
+class ModelInfo:
+    """What the registry knows about one model, without loading it.
+
+    Attributes:
+        name: registry name, used by ``load_model(name)`` and in the widgets.
+        task: ``"denoise"``, ``"deblur"``, ``"derain"``, or ``"unknown"`` for a
+            user file without metadata (offered for every task).
+        kind: ``"bundled"``, ``"official"`` or ``"user"``.
+        available: whether the weights file exists on this machine.
+        path: the weights file (``None`` for a missing official checkpoint).
+        config: HINet constructor arguments (``{}`` when only loading tells,
+            as for a user ``.pth``).
+        channels: ``"rgb"`` or ``"gray"``: the images the model was trained on.
+        description: one line for people.
+        file_name: expected file name (official checkpoints) or actual file name.
+        where_to_get: download URL and instructions (official checkpoints).
+        licence: licence of the weights.
+        reported_metrics: quality numbers, each labelled with their source
+            (for official models: the authors' reported figures).
+        patch_size: training patch size in pixels (default tile size).
+        metadata: the full JSON metadata from the file header, if any.
+    """
+
+    name: str
+    task: str
+    kind: str
+    available: bool
+    path: Path | None
+    config: dict[str, Any]
+    channels: str = "rgb"
+    description: str = ""
+    file_name: str | None = None
+    where_to_get: str = ""
+    licence: str = ""
+    reported_metrics: dict[str, Any] = field(default_factory=dict)
+    patch_size: int = 256
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def missing_message(self) -> str:
+        """Why the model cannot be loaded and how to fix it (empty when available)."""
+        if self.available:
+            return ""
+        folder = _user_models_dir_path()
+        if self.kind == "official":
+            return (
+                f"The official checkpoint {self.name!r} is not on this machine. "
+                f"Download {self.file_name} from {self.where_to_get} and put it, with that exact "
+                f"file name, into {folder} (or set {MODELS_DIR_ENV} to the folder that holds it)."
+            )
+        return f"The weights file of model {self.name!r} is missing: {self.path}."
+
+
+# ----------------------------------------------------------------- folders
+
+
+def _user_models_dir_path() -> Path:
+    env = os.environ.get(MODELS_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("napari-hinet", appauthor=False)) / "models"
+
+
+def user_models_dir() -> Path:
+    """The folder for official checkpoints, fine-tuned and user-supplied models.
+
+    ``$HINET_MODELS_DIR`` if set, else the platform's user data folder
+    (``~/.local/share/napari-hinet/models`` on Linux). Created on demand.
+    """
+    path = _user_models_dir_path()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def bundled_weights_dir() -> Path:
+    """The package's ``weights/`` folder holding the bundled ``*.safetensors`` models."""
+    return Path(__file__).resolve().parent / "weights"
+
+
+# ----------------------------------------------------------------- headers
+
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+def read_safetensors_header(path: str | Path) -> dict[str, Any]:
+    """The JSON header of a ``.safetensors`` file, read without loading tensors.
+
+    Returns the header dict: one entry per tensor (``dtype``, ``shape``,
+    ``data_offsets``) plus ``"__metadata__"`` (str -> str) when present.
+    Raises ``ValueError`` if the file is too short or the header is not valid.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path} is not a safetensors file: only {size} bytes long (truncated?).")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, _MAX_HEADER_BYTES):
+            raise ValueError(
+                f"{path} is not a valid safetensors file: it announces a {n}-byte header "
+                f"but holds {size} bytes (truncated or not a safetensors file)."
+            )
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a valid safetensors file: its header is not JSON ({exc}).") from exc
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a valid safetensors file: its header is not a JSON object.")
+    return header
+
+
+def read_model_metadata(path: str | Path) -> dict[str, Any]:
+    """Our JSON metadata (see ``docs/architecture.md``) from a ``.safetensors`` header.
+
+    Returns ``{}`` for a safetensors file without our metadata. Raises
+    ``ValueError`` if the header or the metadata is not valid.
+    """
+    meta = read_safetensors_header(path).get("__metadata__") or {}
+    text = meta.get(METADATA_KEY)
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: the {METADATA_KEY!r} metadata is not valid JSON ({exc}).") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: the {METADATA_KEY!r} metadata is not a JSON object.")
+    return value
+
+
+# ----------------------------------------------------------------- listing
+
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+def _info_from_safetensors(path: Path, kind: str) -> ModelInfo:
+    try:
+        meta = read_model_metadata(path)
+        problem = ""
+    except (OSError, ValueError) as exc:
+        meta, problem = {}, str(exc)
+    config = meta.get("config") or {}
+    in_chn = config.get("in_chn")
+    channels = meta.get("channels") or ("gray" if in_chn in (1, 2) else "rgb")
+    description = meta.get("description", "")
+    if problem:
+        description = f"unreadable: {problem}"
+    return ModelInfo(
+        name=str(meta.get("name") or path.stem),
+        task=str(meta.get("task") or "unknown"),
+        kind=kind,
+        available=not problem,
+        path=path,
+        config=dict(config),
+        channels=str(channels),
+        description=description,
+        file_name=path.name,
+        licence=str(meta.get("licence", "")),
+        reported_metrics=dict(meta.get("metrics") or {}),
+        patch_size=int(meta.get("patch_size") or 256),
+        metadata=meta,
+    )
+
+
+def _bundled_models() -> list[ModelInfo]:
+    folder = bundled_weights_dir()
+    if not folder.is_dir():
+        return []
+    return [_info_from_safetensors(p, "bundled") for p in sorted(folder.glob("*.safetensors"))]
+
+
+def _official_models(folder: Path | None) -> list[ModelInfo]:
+    present: dict[str, Path] = {}
+    if folder is not None and folder.is_dir():
+        for p in folder.iterdir():
+            ckpt = official_checkpoint(p.name)
+            if ckpt is not None and p.is_file() and p.suffix.lower() == ".pth":
+                present[ckpt.name] = p
+    infos = []
+    for ckpt in OFFICIAL_CHECKPOINTS:
+        path = present.get(ckpt.name)
+        infos.append(
+            ModelInfo(
+                name=ckpt.name,
+                task=ckpt.task,
+                kind="official",
+                available=path is not None,
+                path=path,
+                config=dict(ckpt.config),
+                channels="rgb",
+                description=ckpt.description,
+                file_name=ckpt.file_name,
+                where_to_get=ckpt.download,
+                licence=OFFICIAL_LICENCE,
+                reported_metrics=dict(ckpt.reported_metrics),
+                patch_size=256,
+            )
+        )
+    return infos
+
+
+def _user_models(folder: Path | None, taken: set[str]) -> list[ModelInfo]:
+    if folder is None or not folder.is_dir():
+        return []
+    infos = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.suffix.lower() not in _WEIGHT_SUFFIXES:
+            continue
+        if p.suffix.lower() == ".pth" and official_checkpoint(p.name) is not None:
+            continue  # listed as the official model
+        if p.suffix.lower() == ".safetensors":
+            info = _info_from_safetensors(p, "user")
+        else:
+            info = ModelInfo(
+                name=p.stem,
+                task="unknown",
+                kind="user",
+                available=True,
+                path=p,
+                config={},
+                description="PyTorch checkpoint; architecture read from its keys on loading",
+                file_name=p.name,
+            )
+        if info.name in taken:  # never shadow a bundled/official/earlier name
+            info.name = f"{info.name} ({p.name})"
+        taken.add(info.name)
+        infos.append(info)
+    return infos
+
+
+def list_models(task: str | None = None) -> list[ModelInfo]:
+    """All known models: bundled first, then official, then user models.
+
+    Args:
+        task: ``"denoise"``, ``"deblur"`` or ``"derain"`` to keep the models
+            for that task (user models of unknown task are kept for every
+            task); ``None`` for all.
+
+    Official checkpoints are always listed; ``available`` tells whether their
+    file is in :func:`user_models_dir`.
+    """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)} (or None for all).")
+    try:
+        folder: Path | None = user_models_dir()
+    except OSError:  # read-only home etc.: still list bundled and official models
+        folder = None
+    models = _bundled_models()
+    models += _official_models(folder)
+    models += _user_models(folder, {m.name for m in models})
+    if task is not None:
+        models = [m for m in models if m.task in (task, "unknown")]
+    return models
+
+
+def get_model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` called ``name`` (an official file name such as ``HINet-GoPro.pth`` works too).
+
+    Raises ``KeyError`` listing the known names.
+    """
+    models = list_models()
+    for m in models:
+        if m.name == name:
+            return m
+    ckpt = official_checkpoint(name)
+    if ckpt is not None:
+        return next(m for m in models if m.name == ckpt.name)
+    known = ", ".join(m.name for m in models)
+    raise KeyError(f"No model named {name!r}. Known models: {known}.")
+
+
+def default_model(task: str) -> str:
+    """Name of the model to use for ``task`` when the user names none.
+
+    The bundled :data:`DEFAULT_MODELS` entry if present, else another
+    bundled model for the task, else an available official checkpoint.
+    Raises ``LookupError`` explaining what to do when there is none.
+    """
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}.")
+    models = [m for m in list_models() if m.task == task and m.available]
+    for kind in ("bundled", "official"):
+        candidates = [m for m in models if m.kind == kind]
+        preferred = [m for m in candidates if m.name == DEFAULT_MODELS[task]]
+        if preferred or candidates:
+            return (preferred or candidates)[0].name
+    officials = [c for c in OFFICIAL_CHECKPOINTS if c.task == task]
+    hints = "; ".join(f"{c.file_name} from {c.download}" for c in officials)
+    raise LookupError(
+        f"No {task} model is available: the package has no bundled weights for it "
+        f"(expected {bundled_weights_dir() / (DEFAULT_MODELS[task] + '.safetensors')}) and no official "
+        f"checkpoint is in {_user_models_dir_path()}. Put an official checkpoint there ({hints}), "
+        f"or train one with `napari-hinet train` and save it there."
+    )
