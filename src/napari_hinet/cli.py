@@ -1,0 +1,738 @@
+"""The ``napari-hinet`` command: restore files and folders, train, list models, show the setup.
+
+Subcommands::
+
+    napari-hinet restore INPUT... -o OUTPUT [--task T | --model M] [options]
+    napari-hinet train ...            (fine-tuning; see ``napari-hinet train -h``)
+    napari-hinet models [--task T] [--json]
+    napari-hinet info [--json]
+
+``restore`` reads TIFF/OME-TIFF, PNG/JPEG and zarr/OME-Zarr (see
+:mod:`napari_hinet.io`), restores each image with one model loaded once, and
+writes every output atomically with the input's metadata. A folder in gives a
+folder out with the same file names. Zarr inputs are processed lazily with dask
+(chunk by chunk), so they may be larger than memory.
+
+Exit codes (also in ``docs/scripting.md``):
+
+====  ==========================================================
+0     every input restored (or skipped with ``--skip-existing``)
+1     some inputs failed (each is reported; the others were done)
+2     bad arguments: unknown option/model/device, no inputs, ...
+130   interrupted (Ctrl-C / SIGINT); 143 terminated (SIGTERM)
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__
+from . import io as imio
+from .settings import COMPILE_MODES, NORMALIZATIONS, NORMALIZE_PER, PRECISIONS, TILINGS
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+TASKS = ("denoise", "deblur", "derain")
+
+
+class UsageError(Exception):
+    """A problem with the command line; reported with exit code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received (a batch scheduler ending the job); handled like Ctrl-C."""
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _add_restore_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "restore",
+        help="restore image files or folders with a HINet model",
+        description=(
+            "Restore images with a HINet model. INPUT may be files (.tif/.tiff/.ome.tif, .png, .jpg/.jpeg, "
+            ".zarr/.ome.zarr) or folders (every supported file in them). A folder in gives a folder out "
+            "with the same names; a single file in may be written to a file name of another supported "
+            "format (e.g. in.tif -> out.ome.zarr)."
+        ),
+        epilog="Exit codes: 0 all done, 1 some files failed, 2 bad arguments, 130 interrupted, 143 terminated.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder (or a file name for a single input)")
+    which = p.add_argument_group("model (one of)")
+    which.add_argument("--task", choices=TASKS, help="use the default model of this task")
+    which.add_argument("--model", help="registry name (see `napari-hinet models`) or path to a weights file")
+    p.add_argument(
+        "--axes",
+        help="axis letters of the inputs, e.g. YX, YXC, CYX, ZYX, TCZYX (default: from the file, else guessed)",
+    )
+    eng = p.add_argument_group("engine")
+    eng.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
+    eng.add_argument(
+        "--precision", default="auto", choices=PRECISIONS, help="autocast precision (default: auto)"
+    )
+    eng.add_argument(
+        "--tile", type=_positive_int, help="tile size in pixels (default: the model's patch size)"
+    )
+    eng.add_argument("--overlap", type=_non_negative_int, help="tile overlap in pixels (default: tile // 4)")
+    eng.add_argument("--batch-size", type=_positive_int, help="tiles per forward pass (default: automatic)")
+    eng.add_argument("--tiling", default="blend", choices=TILINGS, help="tiling scheme (default: blend)")
+    eng.add_argument(
+        "--normalization",
+        default="auto",
+        choices=NORMALIZATIONS,
+        help="intensity mapping: fixed (dtype range), percentile (microscopy) or auto (default)",
+    )
+    eng.add_argument(
+        "--percentiles",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="low and high percentile for --normalization percentile (default: 1 99.8)",
+    )
+    eng.add_argument(
+        "--normalize-per",
+        default="plane",
+        choices=NORMALIZE_PER,
+        help="percentiles per plane (default) or stack",
+    )
+    eng.add_argument("--compile", default="auto", choices=COMPILE_MODES, help="torch.compile the model (CPU)")
+    eng.add_argument(
+        "--out-dtype",
+        choices=("same", "float32"),
+        default="same",
+        help="output pixel type: same as the input (default) or float32 (TIFF/zarr only)",
+    )
+    run = p.add_argument_group("batch")
+    run.add_argument(
+        "--recursive", action="store_true", help="also restore images in sub-folders of a folder"
+    )
+    run.add_argument("--skip-existing", action="store_true", help="skip inputs whose output exists (resume)")
+    run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    run.add_argument("--dry-run", action="store_true", help="show what would be done; read and write nothing")
+    run.add_argument(
+        "--lazy",
+        action="store_true",
+        help="read TIFFs lazily (chunk by chunk, for files larger than memory); zarr is always lazy",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_restore)
+
+
+def _add_models_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list models and whether they are available here")
+    p.add_argument("--task", choices=TASKS, help="only the models for this task")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_models)
+
+
+def _add_info_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="versions, devices and folders")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_info)
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """Hook in ``napari-hinet train`` from the training package, if it provides one."""
+    try:
+        from .training.cli import add_train_parser
+    except ImportError as exc:
+        missing = str(exc)
+        p = sub.add_parser("train", help="fine-tune a model (not available in this installation)")
+        p.set_defaults(func=lambda args: _unavailable_train(missing))
+        return
+    add_train_parser(sub)
+
+
+def _unavailable_train(reason: str) -> int:
+    print(f"napari-hinet train is not available here: {reason}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``napari-hinet`` argument parser with all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="napari-hinet",
+        description="HINet image restoration (denoise, deblur, derain) from the command line.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-hinet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_restore_parser(sub)
+    _add_train_parser(sub)
+    _add_models_parser(sub)
+    _add_info_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see the module docstring)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 0 for --help/--version, 2 for bad arguments
+        return int(exc.code or 0)
+    previous = _install_sigterm_handler()
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"napari-hinet {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Terminated:
+        print("\nnapari-hinet: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        print("\nnapari-hinet: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _install_sigterm_handler() -> Any:
+    """Turn SIGTERM into an exception so that partial outputs are cleaned up (main thread only)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        return None
+
+
+# --------------------------------------------------------------------------- models / info
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """``napari-hinet models``: every known model, whether it is here, and where to get it if not."""
+    from .registry import default_model, list_models, user_models_dir
+
+    models = list_models(args.task)
+    defaults = {}
+    for task in TASKS:
+        try:
+            defaults[default_model(task)] = task
+        except LookupError:  # no model for that task here: the table shows what is missing
+            pass
+    if args.json:
+        rows = [
+            {
+                "name": m.name,
+                "task": m.task,
+                "kind": m.kind,
+                "available": m.available,
+                "default_for": defaults.get(m.name),
+                "channels": m.channels,
+                "path": str(m.path) if m.path else None,
+                "description": m.description,
+                "where_to_get": "" if m.available else m.missing_message(),
+            }
+            for m in models
+        ]
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    headers = ("name", "task", "kind", "available", "channels", "description")
+    rows = [
+        (
+            m.name + (" *" if m.name in defaults else ""),
+            m.task,
+            m.kind,
+            "yes" if m.available else "no",
+            m.channels,
+            m.description,
+        )
+        for m in models
+    ]
+    _print_table(headers, rows)
+    print("\n* default model of its task. User models folder:", user_models_dir())
+    missing = [m for m in models if not m.available]
+    if missing:
+        print("\nMissing models and how to get them:")
+        for m in missing:
+            print(f"  - {m.missing_message()}")
+    return EXIT_OK
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    widths[-1] = min(widths[-1], 70)
+    for row in (headers, *rows):
+        cells = [str(c) for c in row]
+        cells[-1] = cells[-1] if len(cells[-1]) <= 70 else cells[-1][:67] + "..."
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip(), file=out)
+
+
+def collect_info() -> dict[str, Any]:
+    """Versions, devices and folders, as a JSON-able dict (what ``napari-hinet info`` prints)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    info: dict[str, Any] = {
+        "napari-hinet": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    packages = {}
+    for name in (
+        "torch",
+        "numpy",
+        "napari",
+        "tifffile",
+        "zarr",
+        "dask",
+        "distributed",
+        "imageio",
+        "safetensors",
+    ):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    info["packages"] = packages
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.version.cuda
+        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError as exc:
+        info["torch_error"] = str(exc)
+    try:
+        from .engine.devices import available_devices
+
+        info["devices"] = [str(d) for d in available_devices()]
+    except ImportError as exc:
+        info["devices"] = f"unknown ({exc})"
+    from .registry import bundled_weights_dir, user_models_dir
+
+    info["user_models_dir"] = str(user_models_dir())
+    info["bundled_weights_dir"] = str(bundled_weights_dir())
+    return info
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """``napari-hinet info``: what is installed and which devices can run models."""
+    info = collect_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    print(f"napari-hinet {info['napari-hinet']}  (Python {info['python']}, {info['platform']})")
+    print("packages:", ", ".join(f"{k} {v or 'not installed'}" for k, v in info["packages"].items()))
+    devices = info["devices"]
+    print("devices:", ", ".join(devices) if isinstance(devices, list) else devices)
+    if "torch_threads" in info:
+        print(f"CPU: {info['cpu_count']} cores, torch uses {info['torch_threads']} threads")
+        print("CUDA:", info["cuda"] or "not in this torch build", *info["cuda_devices"])
+    print("user models folder:", info["user_models_dir"])
+    print("bundled weights:", info["bundled_weights_dir"])
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- restore: planning
+
+
+@dataclass
+class Job:
+    """One input and where its result goes; ``action`` is "restore", "skip" or "overwrite"."""
+
+    source: Path
+    target: Path
+    action: str = "restore"
+
+
+@dataclass
+class Outcome:
+    """What happened to the jobs of one run."""
+
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def plan_jobs(
+    inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, recursive: bool = False
+) -> list[Job]:
+    """Pair each input image with its output path.
+
+    A folder input contributes its images (names kept, sub-folders kept with
+    ``recursive``). With exactly one input file, ``output`` may be a file name
+    with a supported suffix (the format may differ); otherwise ``output`` is a
+    folder and each output has its input's name.
+
+    Raises:
+        UsageError: a missing input, an unsupported file named explicitly, no
+            images found, two inputs with the same output name, or an output
+            that would overwrite its input.
+    """
+    pairs: list[tuple[Path, Path]] = []  # (file, path relative to the output folder)
+    for raw in inputs:
+        path = Path(raw)
+        if not path.exists():
+            raise UsageError(f"input {path} does not exist")
+        if imio.is_supported(path) and (path.is_file() or imio.file_format(path) in ("zarr", "ome-zarr")):
+            pairs.append((path, Path(path.name)))
+        elif path.is_dir():
+            found = imio.list_images(path, recursive=recursive)
+            if not found:
+                raise UsageError(
+                    f"folder {path} holds no supported images ({', '.join(imio.SUPPORTED_SUFFIXES)})"
+                    + ("" if recursive else "; use --recursive to search sub-folders")
+                )
+            pairs.extend((f, f.relative_to(path)) for f in found)
+        else:
+            raise UsageError(
+                f"input {path} is not a supported image; supported suffixes: {', '.join(imio.SUPPORTED_SUFFIXES)}"
+            )
+    out = Path(output)
+    single_file = len(pairs) == 1 and Path(inputs[0]) == pairs[0][0]
+    if single_file and imio.is_supported(out) and not (out.is_dir() and imio.file_format(out) is None):
+        jobs = [Job(pairs[0][0], out)]
+    else:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"output {out} is a file; give a folder for {len(pairs)} inputs")
+        if imio.is_supported(out) and imio.file_format(out) not in ("zarr", "ome-zarr") and len(pairs) > 1:
+            raise UsageError(
+                f"output {out} looks like a file name but there are {len(pairs)} inputs; give a folder"
+            )
+        jobs = [Job(src, out / rel) for src, rel in pairs]
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        key = job.target.resolve()
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {job.source} would both be written to {job.target}")
+        if key == job.source.resolve():
+            raise UsageError(f"output {job.target} is the input itself; choose another output folder")
+        seen[key] = job.source
+    return jobs
+
+
+def _mark_existing(jobs: list[Job], skip_existing: bool, overwrite: bool) -> None:
+    clashes = []
+    for job in jobs:
+        if job.target.exists():
+            if skip_existing:
+                job.action = "skip"
+            elif overwrite:
+                job.action = "overwrite"
+            else:
+                clashes.append(job.target)
+    if clashes:
+        shown = ", ".join(str(p) for p in clashes[:3]) + (" ..." if len(clashes) > 3 else "")
+        raise UsageError(
+            f"{len(clashes)} output(s) exist already ({shown}); pass --skip-existing to keep them "
+            "(resume a batch) or --overwrite to replace them"
+        )
+
+
+# --------------------------------------------------------------------------- restore: running
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """The one :class:`~napari_hinet.settings.RestoreSettings` object for this run."""
+    from .settings import RestoreSettings
+
+    if not args.task and not args.model:
+        raise UsageError("say which model to use: --task denoise|deblur|derain, or --model NAME|PATH")
+    if args.tile is not None and args.overlap is not None and args.overlap >= args.tile:
+        raise UsageError(f"--overlap ({args.overlap}) must be smaller than --tile ({args.tile})")
+    values = {
+        "model": args.model,
+        "task": args.task,
+        "axes": args.axes.upper() if args.axes else None,
+        "device": args.device,
+        "precision": args.precision,
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+        "tiling": args.tiling,
+        "normalization": args.normalization,
+        "normalize_per": args.normalize_per,
+        "compile": args.compile,
+        "out_dtype": None if args.out_dtype == "same" else args.out_dtype,
+    }
+    if args.percentiles is not None:
+        values["percentiles"] = tuple(args.percentiles)
+    try:
+        return RestoreSettings(**values)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _check_model_exists(settings: Any) -> None:
+    """Fail early (exit 2) for a model name that the registry does not know or lacks."""
+    if not settings.model:
+        return
+    if Path(settings.model).expanduser().exists():
+        return
+    from .registry import list_models
+
+    models = {m.name: m for m in list_models()}
+    info = models.get(settings.model)
+    if info is None:
+        looks_like_path = any(sep in settings.model for sep in ("/", "\\")) or Path(settings.model).suffix
+        if looks_like_path:
+            raise UsageError(f"model file {settings.model} does not exist")
+        raise UsageError(
+            f"unknown model {settings.model!r}; known models: {', '.join(models)} "
+            "(see `napari-hinet models`), or give a path to a weights file"
+        )
+    if not info.available:
+        raise UsageError(info.missing_message())
+
+
+def _engine_options(settings: Any) -> dict[str, Any]:
+    """Keyword arguments for ``Restorer.restore`` from the settings (model/device are the Restorer's)."""
+    opts = settings.to_dict()
+    for key in ("model", "task", "device", "precision"):
+        opts.pop(key, None)
+    return opts
+
+
+class _TileBar:
+    """``progress(done, total)`` callback drawing a per-file tile bar with tqdm."""
+
+    def __init__(self, name: str, enabled: bool) -> None:
+        self.name = name
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=self.name, unit="tile", leave=False, position=1)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _restore_one(
+    job: Job, restorer: Any, settings: Any, options: dict[str, Any], args: argparse.Namespace, bar: _TileBar
+) -> None:
+    import numpy as np
+
+    image = imio.read_image(job.source, lazy=args.lazy)
+    if settings.axes:
+        axes = settings.axes
+    else:
+        axes = image.meta.axes
+    opts = dict(options, axes=axes)
+    if _is_dask(image.data):
+        from .engine.lazy import restore_dask
+
+        result = restore_dask(
+            image.data,
+            model=settings.model,
+            task=settings.task,
+            device=settings.device,
+            precision=settings.precision,
+            **opts,
+        )
+        with _DaskBar(job.source.name, enabled=bar.enabled):
+            imio.write_image(job.target, result, image.meta)
+    else:
+        result = restorer.restore(np.asarray(image.data), progress=bar, **opts)
+        imio.write_image(job.target, result, image.meta)
+
+
+def _is_dask(data: Any) -> bool:
+    return type(data).__module__.startswith("dask")
+
+
+class _DaskBar:
+    """A tqdm bar over the tasks of dask computations run with the local scheduler."""
+
+    def __init__(self, name: str, enabled: bool) -> None:
+        self.name = name
+        self.enabled = enabled
+        self._callback = None
+
+    def __enter__(self) -> _DaskBar:
+        if not self.enabled:
+            return self
+        from dask.callbacks import Callback
+        from tqdm.auto import tqdm
+
+        name = self.name
+
+        class _Progress(Callback):
+            def _start_state(self, dsk: Any, state: Any) -> None:
+                total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+                self.bar = tqdm(total=total, desc=name, unit="task", leave=False, position=1)
+
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+                self.bar.update(1)
+
+            def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
+                self.bar.close()
+
+        self._callback = _Progress()
+        self._callback.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._callback is not None:
+            self._callback.__exit__(*exc)
+
+
+def _load_restorer(settings: Any) -> Any:
+    from .engine import Restorer
+
+    try:
+        return Restorer(
+            model=settings.model, task=settings.task, device=settings.device, precision=settings.precision
+        )
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+        raise UsageError(f"cannot load the model: {exc}") from exc
+
+
+def run_restore(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    """``napari-hinet restore``: plan, then restore each input; returns the exit code."""
+    out = out or sys.stdout
+    settings = settings_from_args(args)
+    if args.skip_existing and args.overwrite:
+        raise UsageError("--skip-existing and --overwrite exclude each other")
+    jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive)
+    _mark_existing(jobs, args.skip_existing, args.overwrite)
+    _check_model_exists(settings)
+    if args.dry_run:
+        for job in jobs:
+            print(f"{job.action:9s} {job.source} -> {job.target}", file=out)
+        todo = sum(job.action != "skip" for job in jobs)
+        print(
+            f"dry run: {todo} to restore, {len(jobs) - todo} to skip; nothing was read or written", file=out
+        )
+        return EXIT_OK
+    restorer = _load_restorer(settings)
+    options = _engine_options(settings)
+    progress = not args.no_progress
+    outcome = Outcome()
+    start = time.perf_counter()
+    interrupted: KeyboardInterrupt | None = None
+    files_bar = _files_bar(len(jobs), progress)
+    try:
+        for job in jobs:
+            if job.action == "skip":
+                outcome.skipped.append(job.source)
+                files_bar.update(1)
+                continue
+            bar = _TileBar(job.source.name, progress)
+            try:
+                _restore_one(job, restorer, settings, options, args, bar)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one bad file must not stop the batch
+                outcome.failed.append((job.source, f"{type(exc).__name__}: {exc}"))
+                _write_line(f"FAILED {job.source}: {exc}", progress, out)
+            else:
+                outcome.done.append(job.source)
+            finally:
+                bar.close()
+                files_bar.update(1)
+    except KeyboardInterrupt as exc:
+        interrupted = exc
+    finally:
+        files_bar.close()
+    _print_summary(outcome, len(jobs), time.perf_counter() - start, interrupted, out)
+    if isinstance(interrupted, Terminated):
+        return EXIT_TERMINATED
+    if interrupted is not None:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+def _files_bar(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="files", unit="file", disable=not enabled, position=0)
+
+
+def _write_line(text: str, progress: bool, out: TextIO) -> None:
+    if progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr)
+
+
+def _print_summary(
+    outcome: Outcome, total: int, seconds: float, interrupted: BaseException | None, out: TextIO
+) -> None:
+    left = total - len(outcome.done) - len(outcome.skipped) - len(outcome.failed)
+    line = (
+        f"restored {len(outcome.done)}, skipped {len(outcome.skipped)} (output exists), "
+        f"failed {len(outcome.failed)}"
+    )
+    if interrupted is not None:
+        line += f", not done {left} (interrupted; rerun with --skip-existing to resume)"
+    print(f"{line} in {seconds:.1f} s", file=out)
+    for path, reason in outcome.failed:
+        print(f"  failed: {path}: {reason}", file=out)
+
+
+# make ``python -m napari_hinet.cli`` work too
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TERMINATED",
+    "EXIT_USAGE",
+    "Job",
+    "Outcome",
+    "UsageError",
+    "build_parser",
+    "collect_info",
+    "main",
+    "plan_jobs",
+    "run_restore",
+    "settings_from_args",
+]
