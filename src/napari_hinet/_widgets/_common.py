@@ -1,0 +1,163 @@
+"""Pieces shared by the napari-hinet widgets.
+
+* :func:`load_widget_state` / :func:`save_widget_state`: widget settings kept
+  between sessions in one JSON file (``widgets.json``) in the user config
+  folder, or in ``$NAPARI_HINET_CONFIG_DIR`` (tests point it at a temp folder).
+* :class:`ProgressClock`: progress fraction, rate and ETA from ``(done, total)``.
+* :func:`image_layer_choices` / :func:`follow_active_image_layer`: an image-layer
+  picker kept in sync with the viewer's layer list.
+* :func:`format_seconds`, :func:`format_megapixels_rate`: short human texts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Environment variable overriding the folder of ``widgets.json``.
+CONFIG_DIR_ENV = "NAPARI_HINET_CONFIG_DIR"
+_STATE_FILE = "widgets.json"
+
+
+# ------------------------------------------------------------------ persistence
+def config_dir() -> Path:
+    """Folder holding the widget settings: ``$NAPARI_HINET_CONFIG_DIR`` or the platform config folder."""
+    env = os.environ.get(CONFIG_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("napari-hinet", appauthor=False))
+
+
+def _read_all() -> dict[str, Any]:
+    path = config_dir() / _STATE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # no file yet, or a damaged one: start from the defaults
+    return data if isinstance(data, dict) else {}
+
+
+def load_widget_state(key: str) -> dict[str, Any]:
+    """The settings saved under ``key`` (e.g. ``"denoise"``); ``{}`` if none were saved."""
+    value = _read_all().get(key)
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def save_widget_state(key: str, state: dict[str, Any]) -> None:
+    """Save ``state`` (JSON-serialisable) under ``key``, atomically. Errors are ignored:
+    failing to remember settings must never break a run."""
+    try:
+        folder = config_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        data = _read_all()
+        data[key] = state
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".widgets-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+        os.replace(tmp, folder / _STATE_FILE)
+    except (OSError, TypeError, ValueError):
+        pass
+
+
+# ------------------------------------------------------------------ progress
+def format_seconds(seconds: float) -> str:
+    """``75.2`` -> ``"1:15"``, ``3725`` -> ``"1:02:05"``; ``"?"`` for unknown."""
+    if seconds is None or seconds != seconds or seconds == float("inf") or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_megapixels_rate(pixels: float, seconds: float) -> str:
+    """Throughput text, e.g. ``"2.41 MP/s"``."""
+    if seconds <= 0:
+        return "? MP/s"
+    return f"{pixels / 1e6 / seconds:.2f} MP/s"
+
+
+@dataclass
+class ProgressClock:
+    """Tracks ``(done, total)`` updates of one run and estimates the time left.
+
+    The ETA is the elapsed time per unit of work times the work left, measured
+    from the first update (so model loading does not inflate it).
+    """
+
+    clock: Callable[[], float] = time.perf_counter
+    started: float = field(default=0.0)
+    first_update: float | None = None
+    first_done: float = 0.0
+    done: float = 0.0
+    total: float = 0.0
+
+    def start(self) -> None:
+        self.started = self.clock()
+        self.first_update = None
+        self.done = self.total = self.first_done = 0.0
+
+    def update(self, done: float, total: float) -> None:
+        now = self.clock()
+        if self.first_update is None:
+            self.first_update, self.first_done = now, done
+        self.done, self.total = float(done), float(total)
+
+    @property
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total > 0 else 0.0
+
+    def eta(self) -> float | None:
+        """Seconds left, or ``None`` before there is a rate to extrapolate."""
+        if self.first_update is None or self.total <= 0:
+            return None
+        work = self.done - self.first_done
+        spent = self.clock() - self.first_update
+        if work <= 0 or spent <= 0:
+            return None
+        return (self.total - self.done) * spent / work
+
+    def text(self, unit: str = "tiles") -> str:
+        """E.g. ``"12/40 tiles, 0:07 left"``."""
+        eta = self.eta()
+        left = f", {format_seconds(eta)} left" if eta is not None else ""
+        return f"{int(self.done)}/{int(self.total)} {unit}{left}"
+
+
+# ------------------------------------------------------------------ layer picker
+def image_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
+    """``(name, layer)`` for every image layer of ``viewer``, topmost first (as in the layer list)."""
+    from napari.layers import Image
+
+    return [(layer.name, layer) for layer in reversed(viewer.layers) if isinstance(layer, Image)]
+
+
+def connect_layer_list(viewer: Any, callback: Callable[..., Any]) -> Callable[[], None]:
+    """Call ``callback`` whenever layers are added, removed, moved or renamed.
+
+    Returns a function that disconnects it (call it when the widget closes).
+    """
+    events = viewer.layers.events
+    signals = [events.inserted, events.removed, events.reordered]
+    if hasattr(events, "renamed"):
+        signals.append(events.renamed)
+    for signal in signals:
+        signal.connect(callback)
+
+    def disconnect() -> None:
+        for signal in signals:
+            signal.disconnect(callback)
+
+    return disconnect
