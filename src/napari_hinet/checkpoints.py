@@ -132,15 +132,19 @@ def detect_layout(state_dict: Mapping[str, Tensor]) -> str | None:
 
 
 def _nearest_layout(shapes: Mapping[str, tuple[int, ...]]) -> tuple[str, float]:
-    """The official layout sharing the most (key, shape) pairs with ``shapes``, and that fraction."""
-    given = set(shapes.items())
-    best, best_score = "", -1.0
+    """The official layout with the most key names in common with ``shapes`` (Jaccard), and that fraction.
+
+    Ties (e.g. a narrower model with the same keys) go to the layout with more equal shapes.
+    """
+    given = set(shapes)
+    best, best_score = "", (-1.0, -1.0)
     for name, config in OFFICIAL_LAYOUTS.items():
-        expected = set(expected_shapes(config).items())
-        score = len(given & expected) / max(len(given | expected), 1)
-        if score > best_score:
-            best, best_score = name, score
-    return best, best_score
+        expected = expected_shapes(config)
+        keys = len(given & set(expected)) / max(len(given | set(expected)), 1)
+        same_shape = sum(expected.get(k) == v for k, v in shapes.items()) / max(len(expected), 1)
+        if (keys, same_shape) > best_score:
+            best, best_score = name, (keys, same_shape)
+    return best, best_score[0]
 
 
 def _preview(keys: list[str], limit: int = 8) -> str:
@@ -165,7 +169,7 @@ def _layout_error(
     parts.append(f"  unexpected keys ({len(unexpected)}): {_preview(unexpected) or '-'}")
     if wrong:
         parts.append(f"  shape mismatches ({len(wrong)}): {_preview(wrong, 4)}")
-    parts.append(f"Nearest official layout: {nearest} ({score:.0%} of keys and shapes in common).")
+    parts.append(f"Nearest official layout: {nearest} ({score:.0%} of key names in common).")
     parts.append(
         "Is this a HINet checkpoint (megvii-model/HINet or napari-hinet)? Other networks cannot be loaded."
     )
