@@ -1,0 +1,316 @@
+"""Patch sources for the four data modes of :func:`napari_hinet.training.finetune`.
+
+Images are held as lists of channel-last arrays ``(H, W, C)``: float32 in [0, 1]
+or uint8 (divided by 255 when a patch is cut). A *source* draws one training
+sample ``(input, target)``, both float32 ``(C, P, P)``, from a numpy Generator;
+batches are made with :func:`make_batch` from a Generator seeded by
+``[seed, step]``, so the data of a step never depends on what came before it
+(this makes resuming after an interruption exact).
+
+Modes:
+
+* ``synthetic`` -- :class:`SyntheticSource`: clean images, degraded on the fly
+  by a :class:`Degradation`;
+* ``paired`` -- :class:`PairedSource`: degraded and clean images;
+* ``n2n`` -- :class:`PairedSource` with ``swap=True``: two noisy acquisitions of
+  the same scene, each used as the target of the other (Noise2Noise);
+* ``self_supervised`` -- :class:`NeighborSource`: noisy images only; the two
+  images of a pair are neighbouring-pixel sub-samples of one noisy patch
+  (Neighbor2Neighbor, Huang et al., CVPR 2021).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_hinet.data import degrade
+
+__all__ = [
+    "Degradation",
+    "MixtureSource",
+    "NeighborSource",
+    "PairedSource",
+    "SyntheticSource",
+    "dihedral",
+    "make_batch",
+    "neighbor_pair",
+]
+
+Image = np.ndarray  # (H, W, C), float32 in [0, 1] or uint8
+
+
+def _to_float(patch: np.ndarray) -> np.ndarray:
+    if patch.dtype == np.uint8:
+        return patch.astype(np.float32) / np.float32(255.0)
+    return patch.astype(np.float32, copy=False)
+
+
+def dihedral(img: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 rotations/flips of an ``(H, W, ...)`` array; ``k`` in 0..7 (0 = identity)."""
+    out = np.rot90(img, k % 4, axes=(0, 1))
+    if k >= 4:
+        out = out[:, ::-1]
+    return out
+
+
+def _crop(img: Image, top: int, left: int, size: int) -> np.ndarray:
+    return img[top : top + size, left : left + size]
+
+
+def _random_crop(img: Image, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``size x size`` crop; images smaller than ``size`` are reflect-padded first."""
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        ph, pw = max(size - h, 0), max(size - w, 0)
+        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
+        h, w = img.shape[:2]
+    top = int(rng.integers(0, h - size + 1))
+    left = int(rng.integers(0, w - size + 1))
+    return _crop(img, top, left, size)
+
+
+def _pick(areas: np.ndarray, rng: np.random.Generator) -> int:
+    """Index of an image drawn with probability proportional to its area."""
+    return int(rng.choice(len(areas), p=areas / areas.sum()))
+
+
+def _areas(images: list[Image]) -> np.ndarray:
+    return np.array([im.shape[0] * im.shape[1] for im in images], np.float64)
+
+
+@dataclass
+class Degradation:
+    """A random degradation for synthetic training (parameters drawn per patch).
+
+    Attributes:
+        kind: ``"gaussian"``, ``"poisson_gaussian"``, ``"motion_blur"`` or ``"rain"``.
+        sigma_255: gaussian: range of the noise std on the 0..255 scale (uniform).
+        photons: poisson_gaussian: range of photo-electrons per unit intensity
+            (log-uniform).
+        read_fraction: poisson_gaussian: range of the read-noise std as a fraction
+            of the intensity range (uniform); ``read_sigma = fraction * photons``.
+        gain: poisson_gaussian: range of a random scale applied to the clean patch
+            first (the target is scaled too), so the model sees dim and bright data.
+        blur_noise_255: motion_blur: range of the added noise std (0..255 scale).
+        rain_modes: rain: modes drawn uniformly (``"light"``, ``"heavy"``).
+    """
+
+    kind: str = "gaussian"
+    sigma_255: tuple[float, float] = (0.0, 50.0)
+    photons: tuple[float, float] = (5.0, 500.0)
+    read_fraction: tuple[float, float] = (0.0, 0.05)
+    gain: tuple[float, float] = (1.0, 1.0)
+    blur_noise_255: tuple[float, float] = (0.0, 2.55)
+    rain_modes: tuple[str, ...] = ("light", "heavy")
+
+    KINDS = ("gaussian", "poisson_gaussian", "motion_blur", "rain")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"unknown degradation {self.kind!r}; choose one of {', '.join(self.KINDS)}")
+        for name in ("sigma_255", "photons", "read_fraction", "gain", "blur_noise_255"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"degradation {name} range must be (low, high), got {(lo, hi)}")
+            setattr(self, name, (float(lo), float(hi)))
+        self.rain_modes = tuple(self.rain_modes)
+
+    @property
+    def margin(self) -> int:
+        """Extra context (pixels per side) to cut around a patch before degrading it."""
+        return 16 if self.kind == "motion_blur" else 0
+
+    def apply(self, clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Degrade a clean float32 ``(H, W, C)`` patch; returns ``(degraded, target)``."""
+        if self.kind == "gaussian":
+            return degrade.gaussian(clean, rng.uniform(*self.sigma_255), rng), clean
+        if self.kind == "poisson_gaussian":
+            target = clean * np.float32(rng.uniform(*self.gain))
+            lo, hi = np.log(self.photons[0]), np.log(self.photons[1])
+            photons = float(np.exp(rng.uniform(lo, hi)))
+            read_sigma = rng.uniform(*self.read_fraction) * photons
+            return degrade.poisson_gaussian(target, photons, read_sigma, rng), target
+        if self.kind == "motion_blur":
+            noisy, _ = degrade.motion_blur(clean, rng, noise_sigma_255=rng.uniform(*self.blur_noise_255))
+            return noisy, clean
+        mode = self.rain_modes[int(rng.integers(len(self.rain_modes)))]
+        return degrade.rain(clean, rng, mode), clean
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "sigma_255": list(self.sigma_255),
+            "photons": list(self.photons),
+            "read_fraction": list(self.read_fraction),
+            "gain": list(self.gain),
+            "blur_noise_255": list(self.blur_noise_255),
+            "rain_modes": list(self.rain_modes),
+        }
+
+
+@dataclass
+class SyntheticSource:
+    """Clean images degraded on the fly. Augmentation happens on the clean patch,
+    before degrading, so rain streaks stay near-vertical."""
+
+    images: list[Image]
+    degradation: Degradation
+    augment: bool = True
+    _areas: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._areas = _areas(self.images)
+
+    @property
+    def channels(self) -> int:
+        return self.images[0].shape[2]
+
+    def sample(self, rng: np.random.Generator, patch: int) -> tuple[np.ndarray, np.ndarray]:
+        margin = self.degradation.margin
+        img = self.images[_pick(self._areas, rng)]
+        clean = _to_float(_random_crop(img, patch + 2 * margin, rng))
+        if self.augment:
+            clean = dihedral(clean, int(rng.integers(8)))
+        clean = np.ascontiguousarray(clean)
+        degraded, target = self.degradation.apply(clean, rng)
+        if margin:
+            degraded = degraded[margin:-margin, margin:-margin]
+            target = target[margin:-margin, margin:-margin]
+        return degraded, target
+
+
+@dataclass
+class PairedSource:
+    """Aligned (input, target) image pairs; with ``swap=True`` (Noise2Noise) the two
+    roles are exchanged at random for every patch."""
+
+    inputs: list[Image]
+    targets: list[Image]
+    augment: bool = True
+    swap: bool = False
+    _areas: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._areas = _areas(self.inputs)
+
+    @property
+    def channels(self) -> int:
+        return self.inputs[0].shape[2]
+
+    def sample(self, rng: np.random.Generator, patch: int) -> tuple[np.ndarray, np.ndarray]:
+        i = _pick(self._areas, rng)
+        both = np.concatenate([self.inputs[i], self.targets[i]], axis=2)
+        crop = _to_float(_random_crop(both, patch, rng))
+        if self.augment:
+            crop = dihedral(crop, int(rng.integers(8)))
+        c = self.inputs[i].shape[2]
+        a, b = crop[..., :c], crop[..., c:]
+        if self.swap and rng.random() < 0.5:
+            a, b = b, a
+        return a, b
+
+
+def neighbor_pair(noisy: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbor2Neighbor sub-sampling of an ``(2P, 2P, C)`` patch into two ``(P, P, C)`` images.
+
+    In every 2x2 cell two *different*, adjacent pixels are picked at random; the
+    first goes to image 1, the second to image 2. With pixel-independent noise the
+    two images are noisy views of almost the same signal.
+    """
+    h, w, c = noisy.shape
+    cells = noisy.reshape(h // 2, 2, w // 2, 2, c).transpose(0, 2, 1, 3, 4).reshape(h // 2, w // 2, 4, c)
+    # Adjacent pairs within a cell (positions 0 1 / 2 3): horizontal or vertical neighbours.
+    pairs = np.array([(0, 1), (1, 0), (2, 3), (3, 2), (0, 2), (2, 0), (1, 3), (3, 1)])
+    choice = pairs[rng.integers(len(pairs), size=(h // 2, w // 2))]
+    rows, cols = np.indices((h // 2, w // 2))
+    first = cells[rows, cols, choice[..., 0]]
+    second = cells[rows, cols, choice[..., 1]]
+    return first, second
+
+
+@dataclass
+class NeighborSource:
+    """Noisy images only: each sample is a Neighbor2Neighbor pair of one noisy patch."""
+
+    images: list[Image]
+    augment: bool = True
+    _areas: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._areas = _areas(self.images)
+
+    @property
+    def channels(self) -> int:
+        return self.images[0].shape[2]
+
+    def sample(self, rng: np.random.Generator, patch: int) -> tuple[np.ndarray, np.ndarray]:
+        img = self.images[_pick(self._areas, rng)]
+        crop = _to_float(_random_crop(img, 2 * patch, rng))
+        if self.augment:
+            crop = dihedral(crop, int(rng.integers(8)))
+        return neighbor_pair(np.ascontiguousarray(crop), rng)
+
+
+def make_batch(
+    source, rng: np.random.Generator, batch_size: int, patch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stack ``batch_size`` samples into float32 arrays ``(N, C, P, P)`` (inputs, targets)."""
+    pairs = [source.sample(rng, patch) for _ in range(batch_size)]
+    inputs = np.stack([np.ascontiguousarray(a.transpose(2, 0, 1)) for a, _ in pairs])
+    targets = np.stack([np.ascontiguousarray(b.transpose(2, 0, 1)) for _, b in pairs])
+    return inputs.astype(np.float32, copy=False), targets.astype(np.float32, copy=False)
+
+
+def fixed_set(source, seed: int, count: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic set of ``count`` samples (for validation), drawn without augmentation."""
+    augment = source.augment
+    source.augment = False
+    try:
+        return make_batch(source, np.random.default_rng([seed, 7_777_777]), count, patch)
+    finally:
+        source.augment = augment
+
+
+def round_down(value: int, multiple: int) -> int:
+    """The largest multiple of ``multiple`` that is <= ``value`` (at least ``multiple``)."""
+    return max(multiple, (value // multiple) * multiple)
+
+
+def round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+@dataclass
+class MixtureSource:
+    """Draws each sample from one of several sources with the given probabilities."""
+
+    sources: list
+    weights: list[float]
+
+    def __post_init__(self) -> None:
+        if len(self.sources) != len(self.weights) or not self.sources:
+            raise ValueError("MixtureSource needs one weight per source")
+        channels = {s.channels for s in self.sources}
+        if len(channels) != 1:
+            raise ValueError(f"all sources of a mixture must have the same channels, got {sorted(channels)}")
+        w = np.asarray(self.weights, np.float64)
+        self._p = w / w.sum()
+
+    @property
+    def channels(self) -> int:
+        return self.sources[0].channels
+
+    @property
+    def augment(self) -> bool:
+        return self.sources[0].augment
+
+    @augment.setter
+    def augment(self, value: bool) -> None:
+        for s in self.sources:
+            s.augment = value
+
+    def sample(self, rng: np.random.Generator, patch: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.sources[int(rng.choice(len(self.sources), p=self._p))].sample(rng, patch)

@@ -1,0 +1,406 @@
+"""The training loop: Adam, warm-up + cosine decay, clipping, checkpoints, resume.
+
+:class:`Trainer` is GUI-free. :meth:`Trainer.run` is a generator that yields a
+:class:`StepEvent` after every optimisation step, so a caller (the
+:func:`~napari_hinet.training.finetune` function, the CLI, the Fine-tune widget)
+can plot, preview and stop between steps.
+
+Reproducibility: the batch of step ``s`` is drawn from
+``numpy.random.default_rng([seed, s])`` and the learning rate is a pure
+function of ``s`` (:func:`lr_at`), so the state needed to resume is the model,
+the optimizer (Adam moments), the step and the best-so-far record; these are
+written atomically to ``<run_dir>/last.pt`` every ``checkpoint_every`` steps.
+On CPU, a resumed run repeats an uninterrupted one step for step.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .datasets import make_batch
+from .losses import make_loss, psnr, two_stage_loss
+
+__all__ = ["StepEvent", "Trainer", "TrainConfig", "TrainingDiverged", "lr_at"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN/Inf; the last good weights were kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (units: steps = optimizer updates; sizes in pixels).
+
+    Attributes:
+        steps: total number of optimizer steps (the cosine schedule spans them).
+        batch_size: patches per step.
+        patch_size: training patch side; rounded up to a multiple of the model's
+            ``size_multiple`` (``2**(depth-1)``).
+        lr: peak learning rate (Adam, betas (0.9, 0.999), no weight decay).
+        lr_min: learning rate at the end of the cosine decay.
+        warmup_steps: linear warm-up from ``lr / warmup_steps`` to ``lr``.
+        loss: ``"psnr"`` (official deblur/derain, weight 0.5) or ``"l1"`` (official
+            denoise, weight 1), applied to both stage outputs and summed.
+        loss_weight: overrides the loss's default weight.
+        grad_clip: max total gradient norm (official: 0.01), ``None`` = no clipping.
+        seed: seeds model initialisation and the per-step data generator.
+        val_every: validate every this many steps (and at step 0 and the end).
+        checkpoint_every: write ``last.pt`` every this many steps (and at the end).
+        precision: ``"auto"`` (bf16 autocast on CUDA if supported, else fp16 AMP;
+            fp32 on CPU), ``"fp32"``, ``"bf16"`` (autocast, CPU or CUDA) or ``"fp16"``
+            (CUDA AMP with a gradient scaler).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        num_threads: torch CPU threads (``None`` = leave torch's default).
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    patch_size: int = 64
+    lr: float = 2e-4
+    lr_min: float = 1e-6
+    warmup_steps: int = 100
+    loss: str = "psnr"
+    loss_weight: float | None = None
+    grad_clip: float | None = 0.01
+    seed: int = 0
+    val_every: int = 100
+    checkpoint_every: int = 100
+    precision: str = "auto"
+    device: str = "cpu"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "patch_size", "val_every", "checkpoint_every")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.lr_min < 0:
+            raise ValueError(f"lr must be > 0 and lr_min >= 0, got lr={self.lr}, lr_min={self.lr_min}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.loss not in ("psnr", "l1"):
+            raise ValueError(f"loss must be 'psnr' or 'l1', got {self.loss!r}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for the update number ``step`` (0-based): linear warm-up, then cosine."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * t))
+
+
+@dataclass
+class StepEvent:
+    """What happened at one step (sent to progress callbacks and the widget)."""
+
+    step: int  # steps done so far (1..total)
+    total: int
+    loss: float
+    lr: float
+    val_psnr: float | None = None  # set on validation steps (dB)
+    best_psnr: float | None = None
+    elapsed_s: float = 0.0
+    checkpoint: bool = False
+
+
+@dataclass
+class History:
+    """Loss and validation curves, kept in the checkpoint (for plots after resume)."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    val_psnr: list[float] = field(default_factory=list)
+
+
+def _atomic_torch_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Train ``model`` on batches from ``source``; validate on fixed ``val`` arrays.
+
+    Args:
+        model: a HINet (any ``nn.Module`` returning ``[out_1, out_2]``).
+        source: a patch source of :mod:`napari_hinet.training.datasets`.
+        val: ``(inputs, targets)`` float32 ``(N, C, H, W)`` arrays, or ``None``.
+        cfg: the :class:`TrainConfig`.
+        run_dir: folder for ``last.pt``, ``best.pt`` and ``train.log``; ``None`` =
+            no files (nothing to resume from).
+        extra_state: JSON-able dict stored in checkpoints (e.g. the data recipe).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        source,
+        val: tuple[np.ndarray, np.ndarray] | None,
+        cfg: TrainConfig,
+        run_dir: str | os.PathLike | None = None,
+        extra_state: dict | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(int(cfg.num_threads))
+        self.model = model.to(self.device)
+        self.source = source
+        self.val = val
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.extra_state = extra_state or {}
+        self.loss_fn = make_loss(cfg.loss, cfg.loss_weight)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+        self.precision = self._resolve_precision()
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.step = 0
+        self.best_psnr: float | None = None
+        self.start_psnr: float | None = None
+        self.history = History()
+        self.wall_time_s = 0.0
+        self.best_state: dict | None = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ setup
+    def _resolve_precision(self) -> str:
+        p = self.cfg.precision
+        cuda = self.device.type == "cuda"
+        if p == "auto":
+            if not cuda:
+                return "fp32"
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if p == "fp16" and not cuda:
+            raise ValueError("precision 'fp16' (AMP with a gradient scaler) needs CUDA; use 'bf16' on CPU")
+        return p
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return torch.autocast(self.device.type, enabled=False)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "format": "napari-hinet-train-v1",
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "best_psnr": self.best_psnr if self.best_psnr is not None else float("nan"),
+            "start_psnr": self.start_psnr if self.start_psnr is not None else float("nan"),
+            "history": asdict(self.history),
+            "wall_time_s": self.wall_time_s,
+            "torch_rng": torch.get_rng_state(),
+            "config": json.dumps(asdict(self.cfg)),
+            "extra": json.dumps(self.extra_state),
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.run_dir is not None:
+            _atomic_torch_save(self.state_dict(), self.run_dir / "last.pt")
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore the full training state written by :meth:`save_checkpoint`."""
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("format") != "napari-hinet-train-v1":
+            raise ValueError(f"{path} is not a napari-hinet training checkpoint")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        best = float(state["best_psnr"])
+        start = float(state["start_psnr"])
+        self.best_psnr = None if math.isnan(best) else best
+        self.start_psnr = None if math.isnan(start) else start
+        self.history = History(**state["history"])
+        self.wall_time_s = float(state["wall_time_s"])
+        torch.set_rng_state(state["torch_rng"])
+        best_path = self.run_dir / "best.pt" if self.run_dir is not None else None
+        if best_path is not None and best_path.exists():
+            self.best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model"]
+
+    def try_resume(self) -> bool:
+        """Load ``<run_dir>/last.pt`` if it exists; returns whether it did."""
+        if self.run_dir is None or not (self.run_dir / "last.pt").exists():
+            return False
+        self.load_checkpoint(self.run_dir / "last.pt")
+        self.log(f"resumed from {self.run_dir / 'last.pt'} at step {self.step}")
+        return True
+
+    def log(self, message: str) -> None:
+        if self.run_dir is None:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        with open(self.run_dir / "train.log", "a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} {message}\n")
+
+    # ------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self, chunk: int = 8) -> float | None:
+        """Mean PSNR (dB, peak 1) of the model's final output on the validation set."""
+        if self.val is None:
+            return None
+        self.model.eval()
+        values = []
+        inputs, targets = self.val
+        for i in range(0, len(inputs), chunk):
+            x = torch.from_numpy(inputs[i : i + chunk]).to(self.device)
+            y = torch.from_numpy(targets[i : i + chunk]).to(self.device)
+            with self._autocast():
+                out = self.model(x)[-1]
+            values.append(psnr(out.float(), y) * len(x))
+        self.model.train()
+        return float(sum(values) / len(inputs))
+
+    @torch.no_grad()
+    def predict_val(self, index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(input, output, target) of validation sample ``index`` as ``(H, W, C)`` arrays."""
+        if self.val is None:
+            return None
+        self.model.eval()
+        x = torch.from_numpy(self.val[0][index : index + 1]).to(self.device)
+        with self._autocast():
+            out = self.model(x)[-1].float().clamp(0, 1)
+        self.model.train()
+
+        def hwc(a):
+            return np.ascontiguousarray(np.asarray(a)[0].transpose(1, 2, 0))
+
+        return (
+            hwc(self.val[0][index : index + 1]),
+            hwc(out.cpu().numpy()),
+            hwc(self.val[1][index : index + 1]),
+        )
+
+    def _record_validation(self) -> float | None:
+        value = self.validate()
+        if value is None:
+            return None
+        if self.start_psnr is None:
+            self.start_psnr = value
+        self.history.val_steps.append(self.step)
+        self.history.val_psnr.append(value)
+        if self.best_psnr is None or value > self.best_psnr:
+            self.best_psnr = value
+            self.best_state = {k: v.detach().to("cpu").clone() for k, v in self.model.state_dict().items()}
+            if self.run_dir is not None:
+                _atomic_torch_save(
+                    {"model": self.best_state, "step": self.step, "psnr": value}, self.run_dir / "best.pt"
+                )
+        self.log(f"step {self.step} val_psnr {value:.3f} best {self.best_psnr:.3f}")
+        return value
+
+    # ------------------------------------------------------------------ train
+    def train_step(self) -> float:
+        """One optimisation step on the batch of the current step; returns the loss."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, self.step])
+        x_np, y_np = make_batch(self.source, rng, cfg.batch_size, cfg.patch_size)
+        x = torch.from_numpy(x_np).to(self.device, non_blocking=True)
+        y = torch.from_numpy(y_np).to(self.device, non_blocking=True)
+        lr = lr_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            outputs = self.model(x)
+        loss = two_stage_loss(self.loss_fn, [o.float() for o in outputs], y)
+        if not torch.isfinite(loss):
+            self._diverged(f"the loss is {float(loss)} at step {self.step + 1}")
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skips the step itself on inf/nan (loss scaling)
+            self.scaler.update()
+        else:
+            if not torch.isfinite(norm):
+                self._diverged(f"the gradient norm is {float(norm)} at step {self.step + 1}")
+            self.optimizer.step()
+        self.step += 1
+        return float(loss.detach())
+
+    def _diverged(self, what: str) -> None:
+        """Keep the last good weights (no update was applied), save them, and stop."""
+        self.save_checkpoint()
+        where = f"; the last good state is in {self.run_dir / 'last.pt'}" if self.run_dir else ""
+        msg = (
+            f"training stopped: {what}{where}. Lower the learning rate (now {self.cfg.lr:g}), "
+            f"keep gradient clipping on (grad_clip={self.cfg.grad_clip}), or check the data for NaN/Inf."
+        )
+        self.log(msg)
+        raise TrainingDiverged(msg)
+
+    def run(self, should_stop: Callable[[], bool] | None = None) -> Iterator[StepEvent]:
+        """Train until ``cfg.steps``; yields a :class:`StepEvent` after every step.
+
+        ``should_stop()`` is polled before each step; when it returns True the
+        state is checkpointed and the generator ends (call again to resume).
+        """
+        cfg = self.cfg
+        self.model.train()
+        if self.step == 0 and not self.history.val_steps:
+            self._record_validation()
+            self.log(f"start: {cfg.steps} steps, precision {self.precision}, device {self.device}")
+        t0 = time.perf_counter() - self.wall_time_s
+        while self.step < cfg.steps:
+            if should_stop is not None and should_stop():
+                self.wall_time_s = time.perf_counter() - t0
+                self.save_checkpoint()
+                self.log(f"stopped at step {self.step}")
+                return
+            loss = self.train_step()
+            self.history.steps.append(self.step)
+            self.history.losses.append(loss)
+            val = None
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                val = self._record_validation()
+                self.log(f"step {self.step} loss {loss:.5f} lr {lr_at(self.step - 1, cfg):.3g}")
+            self.wall_time_s = time.perf_counter() - t0
+            saved = self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
+            if saved:
+                self.save_checkpoint()
+            yield StepEvent(
+                self.step,
+                cfg.steps,
+                loss,
+                lr_at(self.step - 1, cfg),
+                val,
+                self.best_psnr,
+                self.wall_time_s,
+                saved,
+            )
+        self.log(f"done: {self.step} steps in {self.wall_time_s:.1f} s, best val PSNR {self.best_psnr}")
+
+    def best_model(self) -> torch.nn.Module:
+        """A copy of the model with the best-by-validation weights (or the current ones)."""
+        model = copy.deepcopy(self.model).cpu()
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        return model

@@ -1,0 +1,643 @@
+"""``finetune()``: train a HINet model on the user's own data, in four data modes.
+
+Data modes (``mode=``):
+
+``"synthetic"``
+    ``clean=`` images only; degraded on the fly by ``degradation=`` (a
+    :class:`~napari_hinet.training.datasets.Degradation`, a dict of its fields or
+    just its kind, e.g. ``"poisson_gaussian"``).
+``"paired"``
+    ``inputs=`` degraded and ``targets=`` clean images, aligned pixel for pixel.
+``"n2n"``
+    Noise2Noise: ``inputs=`` and ``targets=`` are two independent noisy
+    acquisitions of the same scene; each serves as the target of the other.
+``"self_supervised"``
+    ``inputs=`` noisy images only (Neighbor2Neighbor sub-sampled pairs; for
+    pixel-wise independent, zero-mean noise such as camera shot/read noise).
+
+Images are numpy arrays (e.g. napari layer data), lists of arrays, a file path
+or a folder path (pairs in two folders are matched by file name). Arrays are
+``(H, W)`` gray, ``(H, W, 3|4)`` RGB(A), ``(N, H, W)`` a stack of gray planes or
+``(N, H, W, 3|4)`` a stack of RGB images; ``rgb=False`` reads an ``(N, H, W)``
+array with N = 3 or 4 as planes.
+
+For a GUI, :class:`FinetuneJob` separates *preparing* (all checks, errors raised
+before any training) from *running* (a generator of
+:class:`~napari_hinet.training.engine.StepEvent`) and *saving*; calling
+:meth:`FinetuneJob.run` again after a stop continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .datasets import Degradation, NeighborSource, PairedSource, SyntheticSource, fixed_set
+from .engine import History, TrainConfig, Trainer
+
+__all__ = ["FinetuneConfig", "FinetuneJob", "FinetuneResult", "finetune", "load_images"]
+
+MODES = ("synthetic", "paired", "n2n", "self_supervised")
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
+
+ImageData = np.ndarray | Sequence[np.ndarray] | str | os.PathLike
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """Settings of :func:`finetune` (all of :class:`TrainConfig`, plus these).
+
+    Attributes:
+        model: constructor arguments of a *new* HINet when ``base_model`` is None
+            (``in_chn`` defaults to the data's channels).
+        normalization: ``"fixed"`` (dtype range: uint8 / 255, uint16 / 65535;
+            floats are taken as already in [0, 1]), ``"percentile"`` (each image's
+            1st..99.8th percentile to 0..1, as for microscopy) or ``None``: the base
+            model's setting, else percentile for gray and fixed for RGB data.
+        channel_rule: how to feed data whose channels differ from the model's:
+            ``"replicate"`` (gray data copied into R, G, B for a 3-channel model) or
+            ``"gray"`` (RGB data converted to luminance for a 1-channel model).
+        val_fraction: share held out for validation when no validation data is
+            given: whole images if there are several, else a strip at the bottom.
+        val_count: number of fixed validation patches.
+        val_patch: validation patch side (default: 2 x patch_size, limited by the
+            validation images).
+        run_dir: folder for checkpoints and ``train.log`` (None: no files; a
+            crash cannot be resumed).
+        resume: continue from ``run_dir/last.pt`` when it exists.
+        name: name of the saved model (default: ``<base>-<mode>-<date>``).
+        task: task of a new model (``"denoise"``, ``"deblur"``, ``"derain"``).
+    """
+
+    steps: int = 500
+    lr: float = 2e-4
+    warmup_steps: int = 20
+    val_every: int = 50
+    checkpoint_every: int = 50
+    model: dict = field(default_factory=lambda: {"wf": 16, "depth": 4})
+    normalization: str | None = None
+    channel_rule: str | None = None
+    val_fraction: float = 0.2
+    val_count: int = 16
+    val_patch: int | None = None
+    run_dir: str | None = None
+    resume: bool = True
+    name: str | None = None
+    task: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.normalization not in (None, "fixed", "percentile"):
+            raise ValueError(
+                f"normalization must be 'fixed', 'percentile' or None, got {self.normalization!r}"
+            )
+        if self.channel_rule not in (None, "replicate", "gray"):
+            raise ValueError(f"channel_rule must be 'replicate', 'gray' or None, got {self.channel_rule!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+
+    def train_config(self) -> TrainConfig:
+        names = TrainConfig.__dataclass_fields__
+        return TrainConfig(**{k: v for k, v in asdict(self).items() if k in names})
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns."""
+
+    model: torch.nn.Module  # best-by-validation weights, on the CPU, eval mode
+    path: Path | None  # the saved .safetensors file (None when save=False)
+    steps: int
+    val_psnr: float | None  # best validation PSNR (dB)
+    val_psnr_start: float | None  # the starting model's validation PSNR (dB)
+    history: History
+    stopped: bool  # True when should_stop ended training early
+    wall_time_s: float
+    run_dir: Path | None
+
+
+# ----------------------------------------------------------------------------- images
+def _read_file(path: Path) -> np.ndarray:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(path))
+
+
+def _list_folder(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(
+            f"the folder {folder} holds no images (looked for {', '.join(IMAGE_EXTENSIONS)}); "
+            "point to a folder with image files"
+        )
+    return files
+
+
+def _split_array(arr: np.ndarray, rgb: bool | None, label: str) -> list[np.ndarray]:
+    """One array -> list of channel-last images (H, W, C)."""
+    a = np.asarray(arr)
+    if a.ndim == 2:
+        return [a[..., None]]
+    if a.ndim == 3:
+        if a.shape[-1] in (3, 4) and rgb is not False:
+            return [a[..., :3]]
+        return [plane[..., None] for plane in a]
+    if a.ndim == 4 and a.shape[-1] in (3, 4):
+        return [im[..., :3] for im in a]
+    raise ValueError(
+        f"{label}: cannot read an array of shape {a.shape} as images; expected (H, W), (H, W, 3), "
+        "(N, H, W) or (N, H, W, 3)"
+    )
+
+
+def load_images(
+    data: ImageData, *, rgb: bool | None = None, label: str = "images"
+) -> tuple[list[np.ndarray], list[str]]:
+    """Images (not yet normalised) and their names from arrays, a file or a folder."""
+    if isinstance(data, str | os.PathLike):
+        path = Path(data)
+        files = _list_folder(path) if path.is_dir() else [path]
+        images, names = [], []
+        for f in files:
+            if not f.exists():
+                raise FileNotFoundError(f"{label}: file not found: {f}")
+            parts = _split_array(_read_file(f), rgb, f"{label} {f.name}")
+            images += parts
+            names += [f.stem if len(parts) == 1 else f"{f.stem}#{i}" for i in range(len(parts))]
+        return images, names
+    if isinstance(data, np.ndarray):
+        parts = _split_array(data, rgb, label)
+        return parts, [f"{label}[{i}]" for i in range(len(parts))]
+    if isinstance(data, Sequence) and len(data) > 0:
+        images, names = [], []
+        for i, item in enumerate(data):
+            parts = _split_array(np.asarray(item), rgb, f"{label}[{i}]")
+            images += parts
+            names += [f"{label}[{i}]" if len(parts) == 1 else f"{label}[{i}]#{j}" for j in range(len(parts))]
+        return images, names
+    raise ValueError(f"{label}: no images given (expected an array, a list of arrays, a file or a folder)")
+
+
+def _pair_folders(a: ImageData, b: ImageData, rgb: bool | None, labels: tuple[str, str]):
+    """Two folders -> images matched by file stem; otherwise read both in order."""
+    if (
+        isinstance(a, str | os.PathLike)
+        and isinstance(b, str | os.PathLike)
+        and Path(a).is_dir()
+        and Path(b).is_dir()
+    ):
+        fa = {p.stem: p for p in _list_folder(Path(a))}
+        fb = {p.stem: p for p in _list_folder(Path(b))}
+        only_a, only_b = sorted(set(fa) - set(fb)), sorted(set(fb) - set(fa))
+        if only_a or only_b:
+            raise ValueError(
+                f"{labels[0]} and {labels[1]} folders must hold files with the same names; "
+                f"only in {a}: {only_a[:5]}, only in {b}: {only_b[:5]}"
+            )
+        ims_a, ims_b, names = [], [], []
+        for stem in sorted(fa):
+            pa = _split_array(_read_file(fa[stem]), rgb, f"{labels[0]} {stem}")
+            pb = _split_array(_read_file(fb[stem]), rgb, f"{labels[1]} {stem}")
+            if len(pa) != len(pb):
+                raise ValueError(f"{stem}: {labels[0]} has {len(pa)} planes but {labels[1]} has {len(pb)}")
+            ims_a += pa
+            ims_b += pb
+            names += [stem if len(pa) == 1 else f"{stem}#{i}" for i in range(len(pa))]
+        return ims_a, ims_b, names
+    ims_a, names = load_images(a, rgb=rgb, label=labels[0])
+    ims_b, _ = load_images(b, rgb=rgb, label=labels[1])
+    if len(ims_a) != len(ims_b):
+        raise ValueError(
+            f"{labels[0]} has {len(ims_a)} images but {labels[1]} has {len(ims_b)}; they must pair up"
+        )
+    return ims_a, ims_b, names
+
+
+def _check_pairs(a: list[np.ndarray], b: list[np.ndarray], names: list[str], labels: tuple[str, str]) -> None:
+    for x, y, n in zip(a, b, names, strict=True):
+        if x.shape != y.shape:
+            raise ValueError(
+                f"mismatched pair {n!r}: {labels[0]} has shape {x.shape[:2]} x {x.shape[2]} ch, "
+                f"{labels[1]} has {y.shape[:2]} x {y.shape[2]} ch; pairs must have identical shapes"
+            )
+
+
+def _normalize(img: np.ndarray, how: str) -> np.ndarray:
+    if how == "percentile":
+        lo, hi = np.percentile(img, [1.0, 99.8])
+        return ((img.astype(np.float32) - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
+    if img.dtype == np.uint8:
+        return img  # kept as uint8; patches are divided by 255 when cut (saves memory)
+    if np.issubdtype(img.dtype, np.integer):
+        return (img.astype(np.float32) / np.float32(np.iinfo(img.dtype).max)).astype(np.float32)
+    if img.dtype == np.bool_:
+        return img.astype(np.float32)
+    return img.astype(np.float32)
+
+
+def _apply_channel_rule(img: np.ndarray, want: int, rule: str | None, what: str) -> np.ndarray:
+    have = img.shape[2]
+    if have == want:
+        return img
+    if want == 3 and have == 1 and rule == "replicate":
+        return np.repeat(img, 3, axis=2)
+    if want == 1 and have == 3 and rule == "gray":
+        weights = np.array([0.299, 0.587, 0.114], np.float32)
+        gray = img.astype(np.float32) @ weights
+        if img.dtype == np.uint8:
+            gray = gray / 255.0
+        return gray[..., None].astype(np.float32)
+    hint = {
+        (3, 1): "pass channel_rule='replicate' to copy the gray data into R, G and B",
+        (1, 3): "pass channel_rule='gray' to convert the RGB data to luminance",
+    }.get((want, have), "use data with the model's channels")
+    raise ValueError(
+        f"the model expects {want}-channel images but {what} has {have} channel(s); {hint}, or start from a {have}-channel model"
+    )
+
+
+# ----------------------------------------------------------------------------- model
+def _resolve_model(base_model: Any, cfg: FinetuneConfig, data_channels: int) -> tuple[torch.nn.Module, str]:
+    from napari_hinet.model import HINet
+
+    if base_model is None:
+        args = {"in_chn": data_channels, **cfg.model}
+        torch.manual_seed(cfg.seed)
+        return HINet(**args), f"new HINet({', '.join(f'{k}={v}' for k, v in args.items())})"
+    if isinstance(base_model, torch.nn.Module):
+        model = copy.deepcopy(base_model).float().cpu()
+        name = getattr(base_model, "metadata", {}).get("name", "HINet instance")
+        return model, name
+    from napari_hinet.checkpoints import load_model
+
+    model = load_model(base_model).float().cpu()
+    return model, str(getattr(model, "metadata", {}).get("name", base_model))
+
+
+# ----------------------------------------------------------------------------- the job
+def _hold_out(images: list[list[np.ndarray]], fraction: float, min_rows: int):
+    """Split parallel image lists into (train, val): whole images, or a bottom strip of a single one."""
+    n = len(images[0])
+    if n >= 2:
+        k = max(1, int(round(n * fraction)))
+        return [ims[: n - k] for ims in images], [ims[n - k :] for ims in images]
+    h = images[0][0].shape[0]
+    rows = max(min_rows, int(round(h * fraction)))
+    if h - rows < min_rows:
+        raise ValueError(
+            f"the single training image ({h} rows) is too small to split off {rows} rows for validation; "
+            "give validation data, more images, or a smaller patch_size"
+        )
+    return [[ims[0][: h - rows]] for ims in images], [[ims[0][h - rows :]] for ims in images]
+
+
+class FinetuneJob:
+    """A prepared fine-tuning run: checks everything in ``__init__``, trains in :meth:`run`.
+
+    Takes the same arguments as :func:`finetune` (except the callbacks).
+    """
+
+    def __init__(
+        self,
+        base_model: Any = None,
+        *,
+        mode: str = "synthetic",
+        clean: ImageData | None = None,
+        inputs: ImageData | None = None,
+        targets: ImageData | None = None,
+        degradation: Degradation | dict | str | None = None,
+        val_inputs: ImageData | None = None,
+        val_targets: ImageData | None = None,
+        val_clean: ImageData | None = None,
+        rgb: bool | None = None,
+        config: FinetuneConfig | None = None,
+    ) -> None:
+        cfg = copy.deepcopy(config) if config is not None else FinetuneConfig()
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.mode, self.cfg = mode, cfg
+        self.degradation = self._degradation(degradation)
+        self.data_summary: dict[str, Any] = {"mode": mode}
+
+        # --- read the data (before the model: errors about data come first) ------
+        train, val, names = self._read_data(clean, inputs, targets, val_inputs, val_targets, val_clean, rgb)
+        data_channels = train[0][0].shape[2]
+        self.model, self.base_name = _resolve_model(base_model, cfg, data_channels)
+        want = int(self.model.config["in_chn"])
+        base_meta = dict(getattr(self.model, "metadata", {}) or {})
+        self.normalization = (
+            cfg.normalization
+            or base_meta.get("normalization")
+            or ("percentile" if data_channels == 1 else "fixed")
+        )
+        self.task = (
+            cfg.task
+            or base_meta.get("task")
+            or ("denoise" if mode != "synthetic" else self._task_of_degradation())
+        )
+
+        # --- normalise, convert channels, check sizes --------------------------------
+        def prep(ims, what):
+            return [
+                _apply_channel_rule(_normalize(im, self.normalization), want, cfg.channel_rule, what)
+                for im in ims
+            ]
+
+        train = [prep(ims, "the training data") for ims in train]
+        val = [prep(ims, "the validation data") for ims in val] if val is not None else None
+        multiple = int(getattr(self.model, "size_multiple", 2 ** (int(self.model.config["depth"]) - 1)))
+        if cfg.patch_size % multiple:
+            raise ValueError(
+                f"patch_size {cfg.patch_size} must be a multiple of {multiple} (2**(depth-1) for this model); "
+                f"use {max(multiple, cfg.patch_size // multiple * multiple)} or {math.ceil(cfg.patch_size / multiple) * multiple}"
+            )
+        need = 2 * cfg.patch_size if mode == "self_supervised" else cfg.patch_size
+        if val is None:
+            train, val = _hold_out(train, cfg.val_fraction, need)
+            self.data_summary["validation"] = (
+                f"held out from the training data (val_fraction={cfg.val_fraction})"
+            )
+        else:
+            self.data_summary["validation"] = "separate validation data"
+        smallest = min(train[0], key=lambda im: min(im.shape[:2]))
+        if min(smallest.shape[:2]) < need:
+            what = (
+                "2 x patch_size (self-supervised pairs are half-resolution)"
+                if mode == "self_supervised"
+                else "patch_size"
+            )
+            raise ValueError(
+                f"{what} = {need} is larger than the smallest training image ({smallest.shape[0]}x{smallest.shape[1]}); "
+                f"use patch_size <= {min(smallest.shape[:2]) // (2 if mode == 'self_supervised' else 1) // multiple * multiple}"
+            )
+        self.data_summary.update(
+            {
+                "images": len(train[0]),
+                "names": names[:20],
+                "shapes": sorted({f"{im.shape[0]}x{im.shape[1]}x{im.shape[2]}" for im in train[0]})[:10],
+                "normalization": self.normalization,
+                "channel_rule": cfg.channel_rule,
+            }
+        )
+        if self.degradation is not None:
+            self.data_summary["degradation"] = self.degradation.as_dict()
+
+        # --- sources, validation set, trainer ------------------------------------
+        self.source = self._make_source(train, augment=True)
+        val_source = self._make_source(val, augment=False)
+        smallest_val = min(min(im.shape[:2]) for im in val[0])
+        if mode == "self_supervised":
+            smallest_val //= 2
+        vp = cfg.val_patch or min(2 * cfg.patch_size, max(multiple, smallest_val // multiple * multiple))
+        if vp % multiple:
+            raise ValueError(f"val_patch {vp} must be a multiple of {multiple}")
+        self.val = fixed_set(val_source, cfg.seed, cfg.val_count, vp)
+        self.data_summary["val_target"] = (
+            "noisy (second acquisition / sub-sample)"
+            if mode
+            in (
+                "n2n",
+                "self_supervised",
+            )
+            and val_targets is None
+            else "clean"
+        )
+        self.trainer = Trainer(
+            self.model, self.source, self.val, cfg.train_config(), cfg.run_dir, {"data": self.data_summary}
+        )
+        self.resumed = bool(cfg.resume and self.trainer.try_resume())
+        self.stopped = False
+
+    # --------------------------------------------------------------------- helpers
+    def _task_of_degradation(self) -> str:
+        kind = self.degradation.kind if self.degradation else "gaussian"
+        return {"motion_blur": "deblur", "rain": "derain"}.get(kind, "denoise")
+
+    @staticmethod
+    def _degradation(spec) -> Degradation | None:
+        if spec is None or isinstance(spec, Degradation):
+            return spec
+        if isinstance(spec, str):
+            return Degradation(kind=spec)
+        return Degradation(**spec)
+
+    def _read_data(self, clean, inputs, targets, val_inputs, val_targets, val_clean, rgb):
+        mode = self.mode
+        if mode == "synthetic":
+            if clean is None:
+                raise ValueError("mode 'synthetic' needs clean= images (they are degraded on the fly)")
+            if self.degradation is None:
+                raise ValueError("mode 'synthetic' needs degradation= (e.g. 'gaussian' or Degradation(...))")
+            ims, names = load_images(clean, rgb=rgb, label="clean")
+            if val_clean is not None:
+                vims, _ = load_images(val_clean, rgb=rgb, label="val_clean")
+                return [ims], [vims], names
+            if val_inputs is not None or val_targets is not None:
+                return [ims], self._read_val_pairs(val_inputs, val_targets, rgb), names
+            return [ims], None, names
+        if mode in ("paired", "n2n"):
+            labels = (
+                ("inputs", "targets")
+                if mode == "paired"
+                else ("inputs (acquisition 1)", "targets (acquisition 2)")
+            )
+            if inputs is None or targets is None:
+                raise ValueError(f"mode {mode!r} needs inputs= and targets= images")
+            a, b, names = _pair_folders(inputs, targets, rgb, labels)
+            _check_pairs(a, b, names, labels)
+            val = self._read_val_pairs(val_inputs, val_targets, rgb) if val_inputs is not None else None
+            return [a, b], val, names
+        # self_supervised
+        if inputs is None:
+            raise ValueError("mode 'self_supervised' needs inputs= (the noisy images)")
+        ims, names = load_images(inputs, rgb=rgb, label="inputs")
+        if val_inputs is not None and val_targets is not None:
+            return [ims], self._read_val_pairs(val_inputs, val_targets, rgb), names
+        if val_inputs is not None:
+            vims, _ = load_images(val_inputs, rgb=rgb, label="val_inputs")
+            return [ims], [vims], names
+        return [ims], None, names
+
+    def _read_val_pairs(self, val_inputs, val_targets, rgb):
+        if val_inputs is None or val_targets is None:
+            raise ValueError("validation pairs need both val_inputs= and val_targets=")
+        a, b, names = _pair_folders(val_inputs, val_targets, rgb, ("val_inputs", "val_targets"))
+        _check_pairs(a, b, names, ("val_inputs", "val_targets"))
+        return [a, b]
+
+    def _make_source(self, lists: list[list[np.ndarray]], augment: bool):
+        if len(lists) == 2 and (self.mode != "n2n" or not augment):
+            # paired data, and every validation set given as pairs (clean or second acquisition)
+            return PairedSource(lists[0], lists[1], augment=augment, swap=False)
+        if self.mode == "n2n":
+            return PairedSource(lists[0], lists[1], augment=augment, swap=True)
+        if self.mode == "synthetic":
+            return SyntheticSource(lists[0], self.degradation, augment=augment)
+        return NeighborSource(lists[0], augment=augment)
+
+    # --------------------------------------------------------------------- running
+    @property
+    def steps_done(self) -> int:
+        return self.trainer.step
+
+    def run(self, should_stop: Callable[[], bool] | None = None):
+        """Train; yields a StepEvent per step. Stops early (checkpointed) when should_stop() is True."""
+        self.stopped = False
+        yield from self.trainer.run(should_stop)
+        self.stopped = self.trainer.step < self.trainer.cfg.steps
+
+    def default_name(self) -> str:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.base_name.split("(")[0]).strip("-") or "hinet"
+        return f"{base}-{self.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def save(self, path: str | os.PathLike | None = None, name: str | None = None) -> Path:
+        """Save the best-by-validation model with metadata (default: the user models folder)."""
+        from napari_hinet import __version__
+        from napari_hinet.checkpoints import save_model
+
+        from .export import hardware_summary
+
+        name = name or self.cfg.name or self.default_name()
+        if path is None:
+            from napari_hinet.registry import user_models_dir
+
+            path = Path(user_models_dir()) / f"{name}.safetensors"
+        model = self.trainer.best_model()
+        cfg = self.trainer.cfg
+        save_model(
+            model,
+            Path(path),
+            name=name,
+            task=self.task,
+            config=dict(model.config),
+            patch_size=cfg.patch_size,
+            input_range=[0.0, 1.0],
+            normalization=self.normalization,
+            channels="rgb" if int(model.config["in_chn"]) == 3 else "gray",
+            training={
+                "base_model": self.base_name,
+                "mode": self.mode,
+                "data": self.data_summary,
+                "steps": self.trainer.step,
+                "seed": cfg.seed,
+                "recipe": {k: v for k, v in asdict(cfg).items()},
+                "wall_time_s": round(self.trainer.wall_time_s, 1),
+                "hardware": hardware_summary(cfg),
+                "package_version": __version__,
+            },
+            metrics={
+                "val_psnr": self.trainer.best_psnr,
+                "val_psnr_start": self.trainer.start_psnr,
+                "val_target": self.data_summary["val_target"],
+            },
+            licence="user-trained; depends on the training data's terms",
+        )
+        return Path(path)
+
+    def result(self, path: Path | None) -> FinetuneResult:
+        model = self.trainer.best_model().eval()
+        return FinetuneResult(
+            model=model,
+            path=path,
+            steps=self.trainer.step,
+            val_psnr=self.trainer.best_psnr,
+            val_psnr_start=self.trainer.start_psnr,
+            history=self.trainer.history,
+            stopped=self.stopped,
+            wall_time_s=self.trainer.wall_time_s,
+            run_dir=self.trainer.run_dir,
+        )
+
+
+def finetune(
+    base_model: Any = None,
+    *,
+    mode: str = "synthetic",
+    clean: ImageData | None = None,
+    inputs: ImageData | None = None,
+    targets: ImageData | None = None,
+    degradation: Degradation | dict | str | None = None,
+    val_inputs: ImageData | None = None,
+    val_targets: ImageData | None = None,
+    val_clean: ImageData | None = None,
+    rgb: bool | None = None,
+    config: FinetuneConfig | None = None,
+    progress: Callable[[int, int, float, float | None], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    preview: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+    save: bool = True,
+    save_path: str | os.PathLike | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``base_model`` (or train a new HINet) on your data; see the module docstring.
+
+    Args:
+        base_model: ``None`` (new HINet from ``config.model``), a registry name, a
+            path to a ``.safetensors``/official ``.pth`` file, or a HINet instance.
+        mode: ``"synthetic"``, ``"paired"``, ``"n2n"`` or ``"self_supervised"``.
+        clean, inputs, targets, degradation: the training data of the mode.
+        val_inputs, val_targets, val_clean: separate validation data (else a part
+            of the training data is held out, ``config.val_fraction``).
+        rgb: how to read 3-D arrays whose last axis is 3 or 4 (None: as RGB).
+        config: :class:`FinetuneConfig` (steps, batch, patch, lr, ...).
+        progress: called after every step as ``progress(step, total, loss, val_psnr)``;
+            ``val_psnr`` (dB) is None except on validation steps.
+        should_stop: polled before every step; True ends training (checkpointed).
+        preview: called on validation steps as ``preview(step, input, output, target)``
+            with ``(H, W, C)`` float arrays of the first validation patch.
+        save: save the best model into the user models folder (or ``save_path``),
+            where the restore widgets and ``restore()`` find it.
+
+    Returns:
+        :class:`FinetuneResult`.
+
+    Raises:
+        ValueError / FileNotFoundError: bad data or configuration (before training).
+        TrainingDiverged: the loss became NaN/Inf (the last good state is kept).
+    """
+    job = FinetuneJob(
+        base_model,
+        mode=mode,
+        clean=clean,
+        inputs=inputs,
+        targets=targets,
+        degradation=degradation,
+        val_inputs=val_inputs,
+        val_targets=val_targets,
+        val_clean=val_clean,
+        rgb=rgb,
+        config=config,
+    )
+    if preview is not None and job.trainer.step == 0:
+        sample = job.trainer.predict_val(0)
+        if sample is not None:
+            preview(0, *sample)
+    for event in job.run(should_stop):
+        if progress is not None:
+            progress(event.step, event.total, event.loss, event.val_psnr)
+        if preview is not None and event.val_psnr is not None:
+            sample = job.trainer.predict_val(0)
+            if sample is not None:
+                preview(event.step, *sample)
+    path = None
+    if save:
+        path = job.save(save_path)
+    return job.result(path)
