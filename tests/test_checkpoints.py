@@ -118,15 +118,24 @@ def test_load_every_official_layout(tmp_path: Path, ckpt: dict, module_prefix: b
     assert outputs_equal(model, reference.eval())
 
 
-@pytest.mark.parametrize("key", ["params", "params_ema", None])
+@pytest.mark.parametrize("key", ["params", "params_ema", "model", None])
 def test_state_dict_containers(tmp_path: Path, key: str | None):
     model = small_model()
     sd = model.state_dict()
     path = tmp_path / "x.pth"
-    torch.save(sd if key is None else {key: sd, "iter": 5}, path)
+    torch.save(sd if key is None else {key: sd, "step": 5, "format": "any"}, path)
     loaded = load_model(path)
     assert loaded.config["wf"] == 8 and loaded.config["depth"] == 3
     assert loaded.metadata["layout"] is None and loaded.metadata["task"] == "unknown"
+    assert outputs_equal(loaded, model)
+
+
+def test_model_without_hin_loads(tmp_path: Path):
+    model = small_model(hin_position_left=0, hin_position_right=-1)
+    assert not any(".norm." in k for k in model.state_dict())
+    torch.save({"params": model.state_dict()}, tmp_path / "nohin.pth")
+    loaded = load_model(tmp_path / "nohin.pth")
+    assert (loaded.config["hin_position_left"], loaded.config["hin_position_right"]) == (0, -1)
     assert outputs_equal(loaded, model)
 
 
@@ -200,6 +209,7 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path: Path, legacy: bo
     assert marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_plain_pickle_file_is_refused(tmp_path: Path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"

@@ -252,10 +252,15 @@ def _torch_load(path: Path) -> Any:
         ) from exc
 
 
+# where a state_dict may sit inside a .pth: BasicSR ('params', 'params_ema'), our training
+# checkpoints ('model', see training/engine.py), generic PyTorch/Lightning ('state_dict')
+_STATE_DICT_KEYS = ("params", "params_ema", "model", "state_dict")
+
+
 def _state_dict_from_container(obj: Any, path: Path) -> tuple[dict[str, Tensor], str | None]:
     """The network state_dict inside a loaded ``.pth`` object, and the key it was under."""
     if isinstance(obj, Mapping):
-        for key in ("params", "params_ema", "state_dict"):
+        for key in _STATE_DICT_KEYS:
             inner = obj.get(key)
             if isinstance(inner, Mapping) and inner:
                 obj, used = inner, key
@@ -267,7 +272,7 @@ def _state_dict_from_container(obj: Any, path: Path) -> tuple[dict[str, Tensor],
             return tensors, used
     raise LayoutError(
         f"{path} holds no HINet state_dict: expected {{'params': state_dict}} (BasicSR), "
-        "{'params_ema': ...} or a plain {name: tensor} dict."
+        "{'params_ema': ...}, {'model': ...} (napari-hinet training checkpoint) or a plain {name: tensor} dict."
     )
 
 
@@ -395,7 +400,8 @@ def load_model(source: str | os.PathLike | HINet, device: str | torch.device | N
         source: one of
             - a path to an official BasicSR ``.pth`` (``{'params': state_dict}``,
               keys optionally prefixed ``module.``, zip or legacy serialisation;
-              ``params_ema`` and a bare state_dict work too). The architecture is
+              ``params_ema``, a training checkpoint's ``model`` and a bare
+              state_dict work too). The architecture is
               inferred from the keys and shapes; ``relu_slope`` is 0.2;
             - a path to one of our ``.safetensors`` files (sha256 verified);
             - a registry name (see :func:`napari_hinet.list_models`), e.g.
