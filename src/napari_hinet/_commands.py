@@ -1,0 +1,464 @@
+"""Restore napari image layers: the napari commands and the layer plumbing the widgets share.
+
+The commands :func:`denoise`, :func:`deblur` and :func:`derain` are listed in
+the plugin manifest, so a script or napari's console can run them on a layer
+without the widget::
+
+    from napari_hinet._commands import denoise
+    data, kwargs, layer_type = denoise(viewer.layers["nuclei (noisy)"])
+    viewer.add_layer(napari.layers.Layer.create(data, kwargs, layer_type))
+
+or through npe2: ``npe2.PluginManager.instance().commands.execute(
+"napari-hinet.denoise", args=(layer,))``. Each returns one napari layer-data
+tuple ``(data, kwargs, "image")`` whose kwargs carry the input's scale,
+translate, rotation, units, axis labels and display settings, and
+``metadata["napari_hinet"]`` with the provenance of the result.
+
+The rest of the module is GUI-free plumbing used by the commands and by the
+Denoise/Deblur/Derain widgets: which part of a layer to restore
+(:class:`Region`), running the engine over it plane by plane with progress
+(:func:`iter_restore_region`), and building the output layer
+(:func:`output_layer_kwargs`, :func:`provenance`). It imports neither Qt nor
+torch at module level.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # napari is only needed for type hints here
+    import napari.layers
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+
+#: Axis letters given to the leading (plane) axes of a layer, innermost last.
+_PLANE_LETTERS = "ABDEFGHIJKLMNOPQRSTUVWZ"
+
+#: Integer dtypes taken as intensities; wider integers (int32, int64, uint32...) are what
+#: label images use, so they are refused with a hint instead of being "restored".
+_USABLE_INTEGER_DTYPES = (np.uint8, np.uint16, np.int8, np.int16)
+
+
+# ---------------------------------------------------------------- layer data
+def source_array(layer: napari.layers.Image) -> Any:
+    """The layer's full-resolution array: ``layer.data``, or level 0 of a multiscale layer.
+
+    Never converted to numpy: a dask or zarr array stays lazy and is read tile by tile.
+    """
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def layer_axes(layer: napari.layers.Image) -> str:
+    """Engine axes string for the layer's data: e.g. ``"YX"``, ``"YXC"`` (RGB), ``"DYX"``.
+
+    The last two layer dimensions are the image plane (Y, X); for an RGB layer
+    the colour axis comes after them (C). Every other dimension (Z, T, channels
+    shown as a slider...) is a plane axis, processed one 2-D plane at a time.
+    """
+    n_leading = layer.ndim - 2
+    if n_leading > len(_PLANE_LETTERS):
+        raise ValueError(f"Layer {layer.name!r} has too many dimensions ({layer.ndim}).")
+    leading = _PLANE_LETTERS[len(_PLANE_LETTERS) - n_leading :] if n_leading else ""
+    return leading + ("YXC" if layer.rgb else "YX")
+
+
+def check_layer(layer: Any) -> None:
+    """Raise ``ValueError`` with a fix if the layer cannot be restored (wrong type, dtype or size)."""
+    from napari.layers import Image
+
+    if not isinstance(layer, Image):
+        kind = type(layer).__name__
+        raise ValueError(
+            f"Layer {getattr(layer, 'name', layer)!r} is a {kind} layer; HINet restores image layers only. "
+            "Pick an image layer."
+        )
+    dtype = np.dtype(source_array(layer).dtype)
+    if dtype == np.bool_:
+        raise ValueError(
+            f"Layer {layer.name!r} holds a boolean mask, not intensities; HINet restores intensity images."
+        )
+    if np.issubdtype(dtype, np.integer) and dtype not in [np.dtype(d) for d in _USABLE_INTEGER_DTYPES]:
+        raise ValueError(
+            f"Layer {layer.name!r} has dtype {dtype}, which looks like a label image, not intensities. "
+            "HINet restores 8/16-bit integer and floating-point images; convert the layer "
+            "(e.g. layer.data.astype('float32')) if it really holds intensities."
+        )
+    if layer.rgb and source_array(layer).shape[-1] not in (3, 4):
+        raise ValueError(
+            f"Layer {layer.name!r} is RGB with {source_array(layer).shape[-1]} channels; need 3 or 4."
+        )
+
+
+# ---------------------------------------------------------------- regions
+@dataclass(frozen=True)
+class Region:
+    """The part of a layer to restore, in level-0 data coordinates.
+
+    Attributes:
+        planes: for each leading (non-YX) axis, the ``slice`` of planes to restore.
+        rows, cols: the Y and X extent.
+        scope: ``"image"`` (a 2-D layer), ``"stack"``, ``"plane"`` or ``"field of view"``
+            (goes into the provenance).
+    """
+
+    planes: tuple[slice, ...]
+    rows: slice
+    cols: slice
+    scope: str = "stack"
+
+    def index(self) -> tuple[slice, ...]:
+        """Index into the layer's array (a trailing RGB axis is taken whole)."""
+        return (*self.planes, self.rows, self.cols)
+
+    def offset(self) -> np.ndarray:
+        """Data coordinates (one per layer dimension) of the region's first pixel."""
+        return np.array([s.start or 0 for s in self.index()], dtype=float)
+
+    def shape(self, layer_shape: Sequence[int]) -> tuple[int, ...]:
+        return tuple(len(range(*s.indices(n))) for s, n in zip(self.index(), layer_shape, strict=False))
+
+
+def whole_region(layer: napari.layers.Image) -> Region:
+    """Every plane and pixel of the layer."""
+    n_leading = layer.ndim - 2
+    return Region((slice(None),) * n_leading, slice(None), slice(None), "stack" if n_leading else "image")
+
+
+def _plane_index(layer: napari.layers.Image, world_point: Sequence[float]) -> list[int]:
+    """Data index of the plane shown at ``world_point`` (viewer.dims.point), per leading axis."""
+    point = np.asarray(world_point, dtype=float)[-layer.ndim :]
+    data_point = np.asarray(layer.world_to_data(point), dtype=float)
+    shape = source_array(layer).shape
+    index = []
+    for axis in range(layer.ndim - 2):
+        i = int(np.floor(data_point[axis] + 0.5))
+        index.append(int(np.clip(i, 0, shape[axis] - 1)))
+    return index
+
+
+def current_plane_region(layer: napari.layers.Image, world_point: Sequence[float]) -> Region:
+    """The plane of ``layer`` shown at ``world_point`` (``viewer.dims.point``), whole in Y and X."""
+    planes = tuple(slice(i, i + 1) for i in _plane_index(layer, world_point))
+    return Region(planes, slice(None), slice(None), "plane" if planes else "image")
+
+
+def field_of_view_region(layer: napari.layers.Image, world_point: Sequence[float], margin: int = 0) -> Region:
+    """The visible part of the current plane (from ``layer.corner_pixels``), in level-0 pixels.
+
+    Falls back to the whole plane when the layer has not been drawn yet.
+    """
+    planes = tuple(slice(i, i + 1) for i in _plane_index(layer, world_point))
+    corners = np.asarray(layer.corner_pixels, dtype=float)[:, -2:]
+    start, stop = corners[0], corners[1] + 1  # corner_pixels are inclusive pixel indices
+    if layer.multiscale:  # corner_pixels are in pixels of the level being shown
+        factors = np.asarray(layer.downsample_factors[layer.data_level], dtype=float)[-2:]
+        start, stop = start * factors, stop * factors
+    shape = source_array(layer).shape
+    height, width = shape[layer.ndim - 2], shape[layer.ndim - 1]
+    y0, x0 = max(0, int(start[0]) - margin), max(0, int(start[1]) - margin)
+    y1 = min(height, int(np.ceil(stop[0])) + margin)
+    x1 = min(width, int(np.ceil(stop[1])) + margin)
+    if y1 - y0 < 2 or x1 - x0 < 2:  # not drawn yet (corner_pixels all zero): whole plane
+        y0, x0, y1, x1 = 0, 0, height, width
+    return Region(planes, slice(y0, y1), slice(x0, x1), "field of view")
+
+
+# ---------------------------------------------------------------- running
+@dataclass(frozen=True)
+class RegionProgress:
+    """One progress step of :func:`iter_restore_region`.
+
+    ``plane``/``planes``: index (0-based) and number of planes; ``done``/``total``:
+    tile batches done in the current plane and their number.
+    """
+
+    plane: int
+    planes: int
+    done: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        inner = self.done / self.total if self.total else 1.0
+        return (self.plane + inner) / max(self.planes, 1)
+
+
+def iter_restore_region(
+    restorer: Any,
+    array: Any,
+    axes: str,
+    region: Region,
+    options: dict[str, Any] | None = None,
+) -> Generator[RegionProgress, None, np.ndarray]:
+    """Restore ``array[region]``, yielding progress after every batch of tiles.
+
+    Args:
+        restorer: a :class:`napari_hinet.engine.Restorer` (model loaded once).
+        array: the layer's level-0 array (numpy, dask, zarr...). It is sliced
+            lazily and the engine reads one band of tiles at a time, so a dask
+            or zarr stack is never loaded whole.
+        axes: the engine axes of ``array`` (see :func:`layer_axes`).
+        region: which planes and pixels.
+        options: keyword options for ``restorer.iter_restore`` (tile, overlap,
+            tiling, batch_size, normalization, out_dtype...).
+
+    Yields :class:`RegionProgress` (plane and tile-batch counts); returns the
+    restored region as a numpy array shaped like ``array[region.index()]``.
+    Closing the generator (what a cancelled napari worker does) stops the run
+    after the current batch.
+    """
+    view = array[region.index()]
+    n_planes = int(np.prod(view.shape[: len(region.planes)], dtype=np.int64)) if region.planes else 1
+    steps = restorer.iter_restore(view, axes=axes, **(options or {}))
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return np.asarray(stop.value)
+        per_plane = max(1, total // max(n_planes, 1))
+        plane = min(n_planes - 1, done // per_plane)
+        yield RegionProgress(plane, n_planes, done - plane * per_plane, per_plane)
+
+
+# ---------------------------------------------------------------- output layer
+def output_name(input_name: str, task: str, preview: bool = False) -> str:
+    """``"<input name> (HINet <task>)"``; previews get ``" preview"`` appended inside the brackets."""
+    return f"{input_name} (HINet {task}{' preview' if preview else ''})"
+
+
+def _package_version() -> str:
+    from napari_hinet import __version__
+
+    return __version__
+
+
+def provenance(
+    *,
+    model_metadata: dict[str, Any],
+    task: str,
+    source_layer: str,
+    region: Region,
+    options: dict[str, Any],
+    device: str,
+    precision: str,
+    seconds: float,
+    pixels: int,
+) -> dict[str, Any]:
+    """The ``metadata["napari_hinet"]`` dict of an output layer: what made it, how, where and when."""
+    return {
+        "task": task,
+        "model": model_metadata.get("name"),
+        "model_kind": model_metadata.get("registry_kind"),
+        "weights_sha256": model_metadata.get("sha256"),
+        "model_file": model_metadata.get("file"),
+        "tiling": options.get("tiling", "blend"),
+        "tile": options.get("tile"),
+        "overlap": options.get("overlap"),
+        "normalization": options.get("normalization", "auto"),
+        "out_dtype": options.get("out_dtype"),
+        "device": device,
+        "precision": precision,
+        "source_layer": source_layer,
+        "scope": region.scope,
+        "region_offset": [int(v) for v in region.offset()],
+        "seconds": round(float(seconds), 3),
+        "megapixels_per_second": round(pixels / 1e6 / seconds, 4) if seconds > 0 else None,
+        "package": "napari-hinet",
+        "version": _package_version(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def output_layer_kwargs(
+    layer: napari.layers.Image, region: Region, name: str, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """Layer kwargs that place the restored region exactly over the input and display it alike.
+
+    Copies scale, rotation, shear, affine, units, axis labels, RGB flag,
+    colormap, contrast limits, gamma, blending and opacity; the translate is
+    shifted by the region's offset so a single plane or a crop lands where it
+    came from. ``metadata`` becomes ``metadata["napari_hinet"]``.
+    """
+    from napari.utils.transforms import Affine
+
+    linear = Affine(scale=layer.scale, rotate=layer.rotate, shear=layer.shear).linear_matrix
+    translate = np.asarray(layer.translate, dtype=float) + linear @ region.offset()
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "scale": tuple(layer.scale),
+        "translate": tuple(translate),
+        "rotate": np.asarray(layer.rotate),
+        "shear": np.asarray(layer.shear),
+        "affine": np.asarray(layer.affine.affine_matrix),
+        "rgb": bool(layer.rgb),
+        "contrast_limits": [float(v) for v in layer.contrast_limits],
+        "gamma": float(layer.gamma),
+        "blending": str(layer.blending),
+        "opacity": float(layer.opacity),
+        "metadata": {"napari_hinet": metadata},
+    }
+    if not layer.rgb:
+        kwargs["colormap"] = layer.colormap
+    if getattr(layer, "units", None) is not None:
+        kwargs["units"] = tuple(layer.units)
+    if getattr(layer, "axis_labels", None) is not None:
+        kwargs["axis_labels"] = tuple(layer.axis_labels)
+    return kwargs
+
+
+# ---------------------------------------------------------------- commands
+@dataclass
+class _CommandRun:
+    """Everything one command call needs; kept small so the three commands stay one-liners."""
+
+    task: str
+    model: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    tile: int | None = None
+    overlap: int | None = None
+    tiling: str = "blend"
+    normalization: str = "auto"
+    out_dtype: str | None = "float32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def restore_layer(layer: napari.layers.Image, run: _CommandRun) -> LayerDataTuple:
+    """Restore a whole layer synchronously and return its output layer-data tuple."""
+    from napari_hinet.engine import Restorer
+
+    check_layer(layer)
+    options = {
+        "tile": run.tile,
+        "overlap": run.overlap,
+        "tiling": run.tiling,
+        "normalization": run.normalization,
+        "out_dtype": run.out_dtype,
+        **run.extra,
+    }
+    restorer = Restorer(run.model, run.task, device=run.device, precision=run.precision)
+    region = whole_region(layer)
+    array = source_array(layer)
+    start = time.perf_counter()
+    gen = iter_restore_region(restorer, array, layer_axes(layer), region, options)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            data = stop.value
+            break
+    seconds = time.perf_counter() - start
+    meta = provenance(
+        model_metadata=restorer_metadata(restorer),
+        task=run.task,
+        source_layer=layer.name,
+        region=region,
+        options={**options, **resolved_tiling(restorer, options)},
+        device=restorer_device(restorer),
+        precision=restorer_precision(restorer),
+        seconds=seconds,
+        pixels=int(np.prod(data.shape[: layer.ndim])),
+    )
+    return data, output_layer_kwargs(layer, region, output_name(layer.name, run.task), meta), "image"
+
+
+def restorer_metadata(restorer: Any) -> dict[str, Any]:
+    """The loaded model's metadata dict (name, sha256...) of a Restorer."""
+    return dict(getattr(restorer, "metadata", None) or {})
+
+
+def resolved_tiling(restorer: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The tile size and overlap a run really uses ("auto" resolved), for the provenance.
+
+    Mirrors the engine's rule: tile = the model's patch size unless given, at
+    least two network blocks, rounded up to the block size; overlap = tile // 4
+    unless given. ``tiling="none"`` uses whole planes (no tile, no overlap).
+    """
+    tiling = options.get("tiling", "blend")
+    if tiling == "none":
+        return {"tiling": tiling, "tile": None, "overlap": None}
+    block = int(restorer.size_multiple)
+    tile = max(int(options.get("tile") or restorer.patch_size), 2 * block)
+    tile = -(-tile // block) * block
+    overlap = options.get("overlap")
+    return {"tiling": tiling, "tile": tile, "overlap": tile // 4 if overlap is None else int(overlap)}
+
+
+def restorer_device(restorer: Any) -> str:
+    """E.g. ``"cpu (2 threads)"`` or ``"cuda:0 (NVIDIA H100, 79.1 GiB)"``."""
+    from napari_hinet.engine.devices import describe_device
+
+    return describe_device(restorer.device)
+
+
+def restorer_precision(restorer: Any) -> str:
+    """``"fp32"``, ``"bf16"`` or ``"fp16"``: the compute precision actually used."""
+    from napari_hinet.engine.devices import precision_name
+
+    return precision_name(restorer.dtype)
+
+
+def denoise(
+    image: napari.layers.Image,
+    model: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    tile: int | None = None,
+    overlap: int | None = None,
+    tiling: str = "blend",
+    out_dtype: str | None = "float32",
+) -> LayerDataTuple:
+    """Denoise an image layer with HINet; returns ``(data, kwargs, "image")`` for a new layer.
+
+    Args:
+        image: the napari image layer (2-D, RGB, or a stack; dask/multiscale read tile by tile).
+        model: registry name or weights path; ``None`` = the default denoising model.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"``.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        tile, overlap: tile edge and overlap in pixels; ``None`` = automatic.
+        tiling: ``"blend"``, ``"official"`` or ``"none"``.
+        out_dtype: ``"float32"`` (default) or ``None`` for the input's dtype.
+
+    The input layer is not modified. The kwargs carry the input's geometry and
+    display settings and ``metadata["napari_hinet"]`` (provenance).
+    """
+    return restore_layer(
+        image, _CommandRun("denoise", model, device, precision, tile, overlap, tiling, "auto", out_dtype)
+    )
+
+
+def deblur(
+    image: napari.layers.Image,
+    model: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    tile: int | None = None,
+    overlap: int | None = None,
+    tiling: str = "blend",
+    out_dtype: str | None = "float32",
+) -> LayerDataTuple:
+    """Deblur an image layer with HINet; same arguments and result as :func:`denoise`."""
+    return restore_layer(
+        image, _CommandRun("deblur", model, device, precision, tile, overlap, tiling, "auto", out_dtype)
+    )
+
+
+def derain(
+    image: napari.layers.Image,
+    model: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    tile: int | None = None,
+    overlap: int | None = None,
+    tiling: str = "blend",
+    out_dtype: str | None = "float32",
+) -> LayerDataTuple:
+    """Remove rain streaks from an image layer with HINet; same arguments and result as :func:`denoise`."""
+    return restore_layer(
+        image, _CommandRun("derain", model, device, precision, tile, overlap, tiling, "auto", out_dtype)
+    )

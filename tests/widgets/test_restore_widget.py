@@ -1,0 +1,333 @@
+"""The Denoise/Deblur/Derain dock widgets in a real napari viewer (Xvfb).
+
+Run: QT_API=pyqt6 QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1280x1024x24" \
+     .venv/bin/python -m pytest tests/widgets -m gui
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.gui]
+
+WIDGETS = {"Denoise": "denoise", "Deblur": "deblur", "Derain": "derain"}
+PROVENANCE_KEYS = {
+    "model",
+    "weights_sha256",
+    "tiling",
+    "tile",
+    "overlap",
+    "device",
+    "precision",
+    "version",
+    "time",
+}
+
+
+@pytest.fixture
+def notifications():
+    """Messages of the napari notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list = []
+
+    def record(event) -> None:
+        seen.append(event.value if hasattr(event, "value") else event)
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+def _dock(viewer, display_name: str):
+    _dock_widget, widget = viewer.window.add_plugin_dock_widget("napari-hinet", display_name)
+    return widget
+
+
+def _error_messages(notes) -> list[str]:
+    return [str(n.message) for n in notes if str(getattr(n, "severity", "")).lower().endswith("error")]
+
+
+# ------------------------------------------------------------------ docking and pickers
+@pytest.mark.parametrize("display_name", sorted(WIDGETS))
+def test_widget_docks_through_the_manifest(
+    make_napari_viewer, stop_workers, tiny_models, display_name
+) -> None:
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, display_name)
+    task = WIDGETS[display_name]
+    assert widget._task == task
+    assert widget.run_button.text == "Run" and widget.cancel_button.text == "Cancel"
+    assert not widget.cancel_button.enabled
+    # the model picker is filtered by task: our tiny model of this task, not the others'
+    values = list(widget.model.choices)
+    assert tiny_models[task] in values
+    assert all(tiny_models[t] not in values for t in WIDGETS.values() if t != task)
+    assert values[-1] == "__load_checkpoint__"
+    assert "cpu" in widget.device.choices and "auto" in widget.device.choices
+
+
+def test_image_picker_lists_image_layers_only_and_follows_the_layer_list(
+    make_napari_viewer, stop_workers, tiny_models
+) -> None:
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Denoise")
+    assert widget.image.value is None
+    first = viewer.add_image(np.zeros((32, 32), np.float32), name="first")
+    viewer.add_labels(np.zeros((32, 32), np.int32), name="labels")
+    viewer.add_points([[1, 1]], name="points")
+    assert [c.name for c in widget.image.choices] == ["first"]
+    second = viewer.add_image(np.zeros((32, 32), np.float32), name="second")
+    assert {c.name for c in widget.image.choices} == {"first", "second"}
+    assert widget.image.value is second  # follows the selected layer
+    viewer.layers.selection.active = first
+    assert widget.image.value is first
+    viewer.layers.remove(first)
+    assert [c.name for c in widget.image.choices] == ["second"]
+    assert widget.image.value is second
+
+
+# ------------------------------------------------------------------ runs
+def _inputs():
+    rng = np.random.default_rng(0)
+    gray = rng.random((40, 56), dtype=np.float32)
+    rgb = (rng.random((48, 40, 3)) * 255).astype(np.uint8)
+    stack = (rng.random((3, 40, 48)) * 4000).astype(np.uint16)
+    lazy = da.from_array(stack, chunks=(1, 40, 48))
+    return {
+        "gray2d": (gray, {"scale": (0.5, 0.25), "translate": (10.0, -3.0)}),
+        "rgb": (rgb, {"rgb": True, "scale": (2.0, 2.0), "translate": (1.0, 1.0)}),
+        "zyx_uint16": (stack, {"scale": (3.0, 0.5, 0.5), "translate": (5.0, 0.0, 2.0)}),
+        "dask_zyx": (lazy, {"scale": (3.0, 0.5, 0.5), "translate": (0.0, 1.0, 2.0)}),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(_inputs()))
+def test_run_adds_restored_layer_with_geometry_and_provenance(
+    make_napari_viewer, stop_workers, tiny_models, wait_for, kind
+) -> None:
+    data, kwargs = _inputs()[kind]
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name=kind, **kwargs)
+    before = np.array(data)  # a copy, to check the input is not modified
+    widget = _dock(viewer, "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    widget.scope.value = "whole stack"
+    widget.run()
+    assert widget.is_running and widget.cancel_button.enabled and not widget.run_button.enabled
+    wait_for(widget)
+
+    out = viewer.layers[f"{kind} (HINet denoise)"]
+    assert out.data.shape == layer.data.shape
+    assert out.data.dtype == np.float32 and isinstance(out.data, np.ndarray)
+    np.testing.assert_allclose(out.scale, layer.scale)
+    np.testing.assert_allclose(out.translate, layer.translate)
+    assert out.rgb == layer.rgb
+    meta = out.metadata["napari_hinet"]
+    assert PROVENANCE_KEYS <= set(meta)
+    assert meta["model"] == tiny_models["denoise"] and len(meta["weights_sha256"]) == 64
+    assert meta["source_layer"] == kind and meta["tile"] == 64
+    np.testing.assert_array_equal(np.asarray(layer.data), before)
+    assert "MP/s" in widget.status.value and widget.progress.value == widget.progress.max
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_rerun_replaces_the_output_layer_unless_new_layer_is_checked(
+    make_napari_viewer, stop_workers, tiny_models, wait_for
+) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(1).random((32, 32), dtype=np.float32), name="img")
+    widget = _dock(viewer, "Deblur")
+    widget.model.value = tiny_models["deblur"]
+    for _ in range(2):
+        widget.run()
+        wait_for(widget)
+    assert [lay.name for lay in viewer.layers] == ["img", "img (HINet deblur)"]
+    widget.new_layer.value = True
+    widget.run()
+    wait_for(widget)
+    assert len(viewer.layers) == 3
+    assert all("napari_hinet" in lay.metadata for lay in list(viewer.layers)[1:])
+
+
+def test_current_plane_scope_restores_the_shown_plane_in_place(
+    make_napari_viewer, stop_workers, tiny_models, wait_for
+) -> None:
+    viewer = make_napari_viewer()
+    stack = (np.random.default_rng(2).random((4, 32, 40)) * 1000).astype(np.uint16)
+    layer = viewer.add_image(stack, name="stack", scale=(2.0, 1.0, 1.0), translate=(10.0, 0.0, 0.0))
+    widget = _dock(viewer, "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    widget.precision.value = "fp32"
+    widget.run()  # whole stack first, for reference
+    wait_for(widget)
+    full = np.array(viewer.layers["stack (HINet denoise)"].data)
+
+    viewer.dims.set_point(0, 10.0 + 2 * 2.0)  # world z of plane 2
+    widget.scope.value = "current plane"
+    widget.new_layer.value = True
+    widget.run()
+    wait_for(widget)
+    plane_layer = viewer.layers[-1]
+    assert plane_layer.data.shape == (1, 32, 40)
+    np.testing.assert_allclose(plane_layer.translate, [14.0, 0.0, 0.0])
+    assert plane_layer.metadata["napari_hinet"]["scope"] == "plane"
+    np.testing.assert_allclose(plane_layer.data[0], full[2], rtol=1e-4, atol=1e-2)
+    assert layer.data is stack
+
+
+def test_preview_restores_only_the_visible_region(
+    make_napari_viewer, stop_workers, tiny_models, wait_for, qtbot
+):
+    viewer = make_napari_viewer(show=True)  # drawn, so napari tracks the visible region
+    image = np.random.default_rng(3).random((400, 400), dtype=np.float32)
+    layer = viewer.add_image(image, name="big", translate=(100.0, 50.0))
+    widget = _dock(viewer, "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.center = (100.0 + 60.0, 50.0 + 80.0)
+    camera.zoom = camera.zoom * 6
+    qtbot.waitUntil(lambda: layer.corner_pixels[1, 0] - layer.corner_pixels[0, 0] < 300, timeout=5000)
+    (y0, x0), (y1, x1) = layer.corner_pixels
+    widget.preview()
+    wait_for(widget)
+    preview = viewer.layers["big (HINet denoise preview)"]
+    h, w = preview.data.shape
+    assert h < 400 and w < 400
+    offset = preview.metadata["napari_hinet"]["region_offset"]
+    assert offset == [int(y0), int(x0)]
+    np.testing.assert_allclose(preview.translate, [100.0 + y0, 50.0 + x0])
+    assert preview.metadata["napari_hinet"]["scope"] == "field of view"
+
+
+# ------------------------------------------------------------------ cancel and errors
+def test_cancel_stops_the_run_and_adds_no_layer(
+    make_napari_viewer, stop_workers, tiny_models, wait_for, qtbot
+):
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(4).random((60, 128, 128), dtype=np.float32)
+    viewer.add_image(stack, name="long")
+    widget = _dock(viewer, "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    widget.tile.value = 128
+    worker = widget.run()
+    aborted, steps = [], []
+    worker.aborted.connect(lambda: aborted.append(True))
+    worker.yielded.connect(steps.append)
+    qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=60_000)
+    widget.cancel_button.changed.emit(True)  # what a click does
+    wait_for(widget)
+    assert aborted and worker.abort_requested
+    last = steps[-1]
+    assert last.plane < last.planes - 1, "the run went on to the end instead of stopping"
+    assert widget.progress.value == 0 and "Cancelled" in widget.status.value
+    assert [lay.name for lay in viewer.layers] == ["long"]
+    # the viewer and the widget stay usable: a new run on a small layer completes
+    viewer.add_image(np.zeros((32, 32), np.float32), name="small")
+    widget.image.value = viewer.layers["small"]
+    widget.run()
+    wait_for(widget)
+    assert "small (HINet denoise)" in viewer.layers
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (np.arange(32 * 32, dtype=np.int32).reshape(32, 32) % 5, "looks like a label image"),
+        (np.zeros((32, 32), dtype=bool), "boolean mask"),
+    ],
+)
+def test_bad_input_shows_an_error_notification(
+    make_napari_viewer, stop_workers, tiny_models, notifications, data, expected
+) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_image(data, name="bad")
+    widget = _dock(viewer, "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    assert widget.run() is None
+    assert any(expected in m for m in _error_messages(notifications))
+    assert expected in widget.status.value
+    assert [lay.name for lay in viewer.layers] == ["bad"]
+
+
+def test_engine_error_during_a_run_is_notified_with_its_message(
+    make_napari_viewer, stop_workers, tiny_models, notifications, wait_for
+) -> None:
+    viewer = make_napari_viewer()
+    data = np.ones((32, 32), np.float32)
+    data[3, 4] = np.nan
+    viewer.add_image(data, name="nan")
+    widget = _dock(viewer, "Derain")
+    widget.model.value = tiny_models["derain"]
+    widget.run()
+    wait_for(widget)
+    assert sum("NaN" in m for m in _error_messages(notifications)) == 1  # shown once, not twice
+    assert "NaN" in widget.status.value
+    assert [lay.name for lay in viewer.layers] == ["nan"]
+
+
+def test_missing_official_model_explains_where_to_get_it(
+    make_napari_viewer, stop_workers, tiny_models, notifications
+) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    widget = _dock(viewer, "Deblur")
+    widget.model.value = "HINet-GoPro"
+    assert "HINet-GoPro.pth" in widget.model_info.value and "drive.google.com" in widget.model_info.value
+    assert widget.run() is None
+    assert any("HINet-GoPro.pth" in m for m in _error_messages(notifications))
+
+
+# ------------------------------------------------------------------ models and settings
+def test_load_checkpoint_adds_the_file_to_the_model_list(
+    make_napari_viewer, stop_workers, tiny_models, tmp_path, wait_for
+) -> None:
+    import torch
+
+    from napari_hinet import HINet, save_model
+
+    torch.manual_seed(7)
+    path = save_model(
+        HINet(in_chn=3, wf=8, depth=3), tmp_path / "elsewhere" / "mine.safetensors", task="denoise"
+    )
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    widget = _dock(viewer, "Denoise")
+    widget.add_checkpoint(path)
+    assert widget.model.value == str(path.resolve())
+    widget.run()
+    wait_for(widget)
+    assert viewer.layers["img (HINet denoise)"].metadata["napari_hinet"]["model"] == "mine"
+
+
+def test_settings_persist_between_sessions(make_napari_viewer, stop_workers, tiny_models, wait_for) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    widget = _dock(viewer, "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    widget.tile.value = 128
+    widget.overlap.value = 16
+    widget.tiling.value = "official"
+    widget.precision.value = "fp32"
+    widget.out_dtype.value = "same"
+    widget.run()
+    wait_for(widget)
+
+    other = make_napari_viewer()
+    again = _dock(other, "Denoise")
+    assert again.model.value == tiny_models["denoise"]
+    assert (again.tile.value, again.overlap.value, again.tiling.value) == (128, 16, "official")
+    assert (again.precision.value, again.out_dtype.value) == ("fp32", "same")
+    deblur = _dock(other, "Deblur")  # settings are per task
+    assert deblur.tile.value == 0
+
+
+def test_sample_data_opens(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    for key in ("noisy_fluorescence", "noisy_photo", "blurred_photo", "rainy_photo"):
+        viewer.open_sample("napari-hinet", key)
+    assert len(viewer.layers) == 8
+    assert viewer.layers["nuclei (noisy)"].data.dtype == np.uint16
+    assert viewer.layers["cat (noisy)"].rgb
