@@ -326,8 +326,8 @@ class Trainer:
         with self._autocast():
             outputs = self.model(x)
         loss = two_stage_loss(self.loss_fn, [o.float() for o in outputs], y)
-        if not torch.isfinite(loss):
-            self._diverged(f"the loss is {float(loss)} at step {self.step + 1}")
+        if not torch.isfinite(loss.detach()):
+            self._diverged(f"the loss is {loss.item()} at step {self.step + 1}")
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)

@@ -56,8 +56,6 @@ def export_model(
     from napari_hinet.checkpoints import save_model
 
     model = trainer.best_model()
-    if half:
-        model = model.half()
     cfg = trainer.cfg
     training = {
         "data": data,
@@ -92,5 +90,6 @@ def export_model(
         training=training,
         metrics=metrics,
         licence=licence,
+        dtype=torch.float16 if half else None,
     )
     return path

@@ -1,0 +1,198 @@
+"""finetune(): the four data modes, saving into the registry, and the errors before training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hinet.model import HINet
+from napari_hinet.training import FinetuneConfig, FinetuneJob, finetune
+
+
+def _scene(size=96, seed=0) -> np.ndarray:
+    """A smooth gray test scene in [0.1, 0.9], float32 (H, W)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    im = ndimage.gaussian_filter(rng.random((size, size)), 3)
+    im = (im - im.min()) / (im.max() - im.min())
+    return (0.1 + 0.8 * im).astype(np.float32)
+
+
+def _noisy(clean, seed, sigma=25):
+    return (clean + np.random.default_rng(seed).normal(0, sigma / 255, clean.shape)).astype(np.float32)
+
+
+def _cfg(**kw):
+    base = dict(
+        steps=30,
+        batch_size=4,
+        patch_size=32,
+        lr=1e-3,
+        warmup_steps=3,
+        val_every=15,
+        checkpoint_every=15,
+        model={"wf": 8, "depth": 3},
+        loss="l1",
+        precision="fp32",
+        num_threads=1,
+        val_count=4,
+        seed=0,
+    )
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+CLEAN = [_scene(seed=i) for i in range(3)]
+VAL_CLEAN = _scene(seed=10)
+VAL_NOISY = _noisy(VAL_CLEAN, 99)
+
+MODE_DATA = {
+    "synthetic": lambda: {"clean": CLEAN, "degradation": {"kind": "gaussian", "sigma_255": (25, 25)}},
+    "paired": lambda: {"inputs": [_noisy(c, i) for i, c in enumerate(CLEAN)], "targets": CLEAN},
+    "n2n": lambda: {
+        "inputs": [_noisy(c, i) for i, c in enumerate(CLEAN)],
+        "targets": [_noisy(c, 50 + i) for i, c in enumerate(CLEAN)],
+    },
+    "self_supervised": lambda: {"inputs": [_noisy(c, i) for i, c in enumerate(CLEAN)]},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["synthetic", "paired", "n2n", "self_supervised"])
+def test_each_mode_raises_validation_psnr(mode):
+    steps = []
+    result = finetune(
+        None,
+        mode=mode,
+        **MODE_DATA[mode](),
+        val_inputs=VAL_NOISY,
+        val_targets=VAL_CLEAN,
+        config=_cfg(),
+        progress=lambda s, t, loss, v: steps.append((s, t, loss, v)),
+        save=False,
+    )
+    assert len(steps) == 30 and steps[-1][:2] == (30, 30)
+    assert result.val_psnr_start is not None
+    # sigma 25 noise is ~20 dB; 30 steps of a tiny model must clearly improve on the untrained one
+    assert result.val_psnr > result.val_psnr_start + 1.0, (result.val_psnr_start, result.history.val_psnr)
+    assert result.path is None and not result.stopped
+
+
+def test_save_lists_the_model_and_preview_and_stop(tmp_models_dir):
+    from napari_hinet.checkpoints import load_model
+    from napari_hinet.registry import list_models
+
+    previews, polls = [], []
+
+    def should_stop():
+        polls.append(1)
+        return len(polls) > 6
+
+    result = finetune(
+        None,
+        mode="synthetic",
+        clean=CLEAN,
+        degradation="gaussian",
+        config=_cfg(steps=10, val_every=3, name="my-ft"),
+        preview=lambda step, x, y, t: previews.append((step, x.shape, y.shape, t.shape)),
+        should_stop=should_stop,
+    )
+    assert result.stopped and result.steps == 6
+    assert previews[0][0] == 0 and all(p[1] == p[2] == p[3] for p in previews)
+    assert result.path == tmp_models_dir / "my-ft.safetensors" and result.path.exists()
+    info = {m.name: m for m in list_models("denoise")}
+    assert "my-ft" in info and info["my-ft"].kind == "user"
+    model = load_model("my-ft")
+    meta = model.metadata
+    assert meta["task"] == "denoise" and meta["channels"] == "gray" and meta["normalization"] == "percentile"
+    assert meta["training"]["mode"] == "synthetic" and meta["training"]["steps"] == 6
+    assert meta["training"]["base_model"].startswith("new HINet")
+    assert meta["metrics"]["val_psnr"] == pytest.approx(result.val_psnr)
+    assert "package_version" in meta["training"]
+
+
+def test_fine_tune_a_given_model_with_channel_rule():
+    torch.manual_seed(0)
+    rgb = HINet(3, wf=8, depth=3)
+    with pytest.raises(ValueError, match="channel_rule='replicate'"):
+        FinetuneJob(rgb, mode="synthetic", clean=CLEAN, degradation="gaussian", config=_cfg())
+    job = FinetuneJob(
+        rgb, mode="synthetic", clean=CLEAN, degradation="gaussian", config=_cfg(channel_rule="replicate")
+    )
+    assert job.val[0].shape[1] == 3
+    gray = HINet(1, wf=8, depth=3)
+    rgb_images = [np.stack([c] * 3, axis=-1) for c in CLEAN]
+    with pytest.raises(ValueError, match="channel_rule='gray'"):
+        FinetuneJob(gray, mode="synthetic", clean=rgb_images, degradation="gaussian", config=_cfg())
+    job = FinetuneJob(
+        gray, mode="synthetic", clean=rgb_images, degradation="gaussian", config=_cfg(channel_rule="gray")
+    )
+    assert job.val[0].shape[1] == 1
+
+
+def test_patch_larger_than_images():
+    with pytest.raises(ValueError, match="larger than the smallest training image"):
+        FinetuneJob(
+            None, mode="synthetic", clean=[_scene(40)] * 3, degradation="gaussian", config=_cfg(patch_size=48)
+        )
+    with pytest.raises(ValueError, match="2 x patch_size"):
+        FinetuneJob(None, mode="self_supervised", inputs=[_scene(48)] * 3, config=_cfg(patch_size=32))
+
+
+def test_patch_not_a_multiple():
+    with pytest.raises(ValueError, match="multiple of 4"):
+        FinetuneJob(None, mode="synthetic", clean=CLEAN, degradation="gaussian", config=_cfg(patch_size=30))
+
+
+def test_mismatched_pairs():
+    with pytest.raises(ValueError, match="mismatched pair"):
+        FinetuneJob(None, mode="paired", inputs=[_scene(96)], targets=[_scene(80)], config=_cfg())
+    with pytest.raises(ValueError, match="must pair up"):
+        FinetuneJob(None, mode="n2n", inputs=CLEAN, targets=CLEAN[:2], config=_cfg())
+
+
+def test_missing_data_and_bad_mode():
+    with pytest.raises(ValueError, match="needs clean="):
+        FinetuneJob(None, mode="synthetic", degradation="gaussian", config=_cfg())
+    with pytest.raises(ValueError, match="needs degradation="):
+        FinetuneJob(None, mode="synthetic", clean=CLEAN, config=_cfg())
+    with pytest.raises(ValueError, match="needs inputs= and targets="):
+        FinetuneJob(None, mode="paired", inputs=CLEAN, config=_cfg())
+    with pytest.raises(ValueError, match="unknown mode"):
+        FinetuneJob(None, mode="magic", config=_cfg())
+    with pytest.raises(ValueError, match="cannot read an array"):
+        FinetuneJob(
+            None, mode="synthetic", clean=np.zeros((2, 2, 2, 2, 2)), degradation="gaussian", config=_cfg()
+        )
+
+
+def test_folders_empty_unmatched_and_matched(tmp_path):
+    import tifffile
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        FinetuneJob(None, mode="synthetic", clean=empty, degradation="gaussian", config=_cfg())
+    noisy, clean = tmp_path / "noisy", tmp_path / "clean"
+    noisy.mkdir()
+    clean.mkdir()
+    for i, c in enumerate(CLEAN):
+        tifffile.imwrite(clean / f"img{i}.tif", (c * 65535).astype(np.uint16))
+        tifffile.imwrite(noisy / f"img{i}.tif", (np.clip(_noisy(c, i), 0, 1) * 65535).astype(np.uint16))
+    tifffile.imwrite(noisy / "extra.tif", np.zeros((96, 96), np.uint16))
+    with pytest.raises(ValueError, match="same names"):
+        FinetuneJob(None, mode="paired", inputs=noisy, targets=clean, config=_cfg())
+    (noisy / "extra.tif").unlink()
+    job = FinetuneJob(None, mode="paired", inputs=noisy, targets=clean, config=_cfg(normalization="fixed"))
+    assert job.data_summary["images"] == 2 and job.data_summary["validation"].startswith("held out")
+    with pytest.raises(FileNotFoundError):
+        FinetuneJob(None, mode="synthetic", clean=tmp_path / "nope", degradation="gaussian", config=_cfg())
+
+
+def test_single_image_is_split_into_train_and_validation_strips():
+    job = FinetuneJob(None, mode="synthetic", clean=_scene(160), degradation="gaussian", config=_cfg())
+    assert job.data_summary["images"] == 1
+    with pytest.raises(ValueError, match="too small to split"):
+        FinetuneJob(None, mode="synthetic", clean=_scene(48), degradation="gaussian", config=_cfg())
