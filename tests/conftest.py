@@ -14,6 +14,12 @@ from pathlib import Path
 
 import pytest
 
+# torch's OpenMP threads busy-wait by default; on a shared, loaded machine (CI, the
+# project's 2-core boxes) that made tiny forward passes take seconds instead of
+# milliseconds. Passive waiting keeps multi-threading and removes the stall. This must
+# be set before torch is first imported (it is not imported by then here).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 #: tests/data, reachable from any test file
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
