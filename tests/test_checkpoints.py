@@ -127,7 +127,14 @@ def test_state_dict_containers(tmp_path: Path, key: str | None):
     loaded = load_model(path)
     assert loaded.config["wf"] == 8 and loaded.config["depth"] == 3
     assert loaded.metadata["layout"] is None and loaded.metadata["task"] == "unknown"
+    assert loaded.metadata["channels"] == "rgb"
     assert outputs_equal(loaded, model)
+
+
+def test_gray_pth_is_not_called_rgb(tmp_path: Path):
+    torch.save({"params": small_model(in_chn=1).state_dict()}, tmp_path / "gray.pth")
+    meta = load_model(tmp_path / "gray.pth").metadata
+    assert meta["channels"] == "gray" and meta["config"]["in_chn"] == 1
 
 
 def test_model_without_hin_loads(tmp_path: Path):

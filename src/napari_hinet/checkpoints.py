@@ -357,9 +357,12 @@ def _default_metadata(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _official_metadata(ckpt: OfficialCheckpoint | None, layout: str | None, config: dict) -> dict[str, Any]:
-    meta = _default_metadata(config)
-    meta.update(layout=layout, channels="rgb", normalization="fixed", source="official")
+def _pth_metadata(ckpt: OfficialCheckpoint | None, layout: str | None, config: dict) -> dict[str, Any]:
+    """Metadata of a ``.pth`` file: usage defaults of the official models (sRGB in [0, 1],
+    fixed normalisation, 256-pixel patches); name, task and licence when the file is an
+    official checkpoint (its file name and architecture match)."""
+    meta = _default_metadata(config)  # channels follow in_chn
+    meta.update(layout=layout, source="official layout" if layout else "pth")
     if ckpt is not None and ckpt.config == config:
         meta.update(
             name=ckpt.name,
@@ -367,6 +370,7 @@ def _official_metadata(ckpt: OfficialCheckpoint | None, layout: str | None, conf
             licence=OFFICIAL_LICENCE,
             where_to_get=ckpt.download,
             reported_metrics=dict(ckpt.reported_metrics),
+            source="official",
         )
     return meta
 
@@ -385,7 +389,7 @@ def _load_file(path: Path) -> HINet:
         model = _build(sd, config)
         layout = detect_layout(sd)
         meta = {"name": path.stem}
-        meta.update(_official_metadata(official_checkpoint(path.stem), layout, model.config))
+        meta.update(_pth_metadata(official_checkpoint(path.stem), layout, model.config))
         meta.update(config=dict(model.config), param_key=file_meta.get("param_key"))
         meta["sha256"] = weights_sha256(sd, list(expected_shapes(model.config)))
     meta["file"] = str(path)
