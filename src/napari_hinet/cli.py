@@ -168,16 +168,25 @@ def _add_info_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_info)
 
 
-def _add_train_parser(sub: argparse._SubParsersAction) -> None:
-    """Hook in ``napari-hinet train`` from the training package, if it provides one."""
+def _add_train_parser(sub: argparse._SubParsersAction, real: bool) -> None:
+    """``napari-hinet train`` from :mod:`napari_hinet.training.cli`.
+
+    The training module imports torch (seconds), so it is imported only when
+    the command line asks for ``train``; otherwise a light entry lists it.
+    """
+    if not real:
+        p = sub.add_parser("train", help="fine-tune a model on your images (see `napari-hinet train -h`)")
+        p.set_defaults(func=lambda args: EXIT_USAGE)  # not reached: main() builds the real parser for train
+        return
     try:
-        from .training.cli import add_train_parser
+        from .training.cli import add_train_parser, run_train
     except ImportError as exc:
         missing = str(exc)
         p = sub.add_parser("train", help="fine-tune a model (not available in this installation)")
         p.set_defaults(func=lambda args: _unavailable_train(missing))
         return
-    add_train_parser(sub)
+    p = add_train_parser(sub)
+    p.set_defaults(func=run_train)
 
 
 def _unavailable_train(reason: str) -> int:
@@ -185,8 +194,11 @@ def _unavailable_train(reason: str) -> int:
     return EXIT_USAGE
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``napari-hinet`` argument parser with all subcommands."""
+def build_parser(with_train: bool = True) -> argparse.ArgumentParser:
+    """The ``napari-hinet`` argument parser with all subcommands.
+
+    ``with_train=False`` lists ``train`` without importing the training code.
+    """
     parser = argparse.ArgumentParser(
         prog="napari-hinet",
         description="HINet image restoration (denoise, deblur, derain) from the command line.",
@@ -195,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_restore_parser(sub)
-    _add_train_parser(sub)
+    _add_train_parser(sub, real=with_train)
     _add_models_parser(sub)
     _add_info_parser(sub)
     return parser
@@ -203,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(with_train=command == "train")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 0 for --help/--version, 2 for bad arguments
@@ -521,8 +535,9 @@ def _check_model_exists(settings: Any) -> None:
 def _engine_options(settings: Any) -> dict[str, Any]:
     """Keyword arguments for ``Restorer.restore`` from the settings (model/device are the Restorer's)."""
     opts = settings.to_dict()
-    for key in ("model", "task", "device", "precision"):
+    for key in ("model", "task", "device", "precision", "compile"):
         opts.pop(key, None)
+    opts["percentiles"] = tuple(opts["percentiles"])
     return opts
 
 
@@ -570,6 +585,7 @@ def _restore_one(
             task=settings.task,
             device=settings.device,
             precision=settings.precision,
+            compile=settings.compile,
             **opts,
         )
         with _DaskBar(job.source.name, enabled=bar.enabled):
@@ -620,13 +636,14 @@ class _DaskBar:
 
 
 def _load_restorer(settings: Any) -> Any:
-    from .engine import Restorer
+    from .engine.lazy import _model_ref, get_restorer
 
     try:
-        return Restorer(
-            model=settings.model, task=settings.task, device=settings.device, precision=settings.precision
+        # the per-process cache of the lazy engine: zarr inputs reuse this very model
+        return get_restorer(
+            _model_ref(settings.model), settings.task, settings.device, settings.precision, settings.compile
         )
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+    except (ValueError, TypeError, LookupError, FileNotFoundError, RuntimeError) as exc:
         raise UsageError(f"cannot load the model: {exc}") from exc
 
 
@@ -666,8 +683,9 @@ def run_restore(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one bad file must not stop the batch
-                outcome.failed.append((job.source, f"{type(exc).__name__}: {exc}"))
-                _write_line(f"FAILED {job.source}: {exc}", progress, out)
+                reason = _reason(job.source, exc)
+                outcome.failed.append((job.source, reason))
+                _write_line(f"FAILED {job.source}: {reason}", progress, out)
             else:
                 outcome.done.append(job.source)
             finally:
@@ -683,6 +701,17 @@ def run_restore(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     if interrupted is not None:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+def _reason(source: Path, exc: Exception) -> str:
+    """The error message without a repeated file name; the exception type for unexpected errors."""
+    text = str(exc)
+    prefix = f"{source}: "
+    if text.startswith(prefix):
+        text = text[len(prefix) :]
+    if isinstance(exc, (imio.ImageFormatError, ValueError, TypeError, MemoryError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
 
 
 def _files_bar(total: int, enabled: bool) -> Any:
