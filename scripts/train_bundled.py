@@ -32,7 +32,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from napari_hinet.model import HINet  # noqa: E402
+from napari_hinet.data import degrade  # noqa: E402
+from napari_hinet.model import HINet, run_any_size  # noqa: E402
 from napari_hinet.training import splits  # noqa: E402
 from napari_hinet.training.datasets import Degradation, MixtureSource, SyntheticSource, fixed_set  # noqa: E402
 from napari_hinet.training.engine import TrainConfig, Trainer  # noqa: E402
@@ -54,8 +55,9 @@ def build_sources(cfg: dict, cache: Path):
     if data.get("natural_as_gray"):
         nat_train = [to_gray(a) for a in nat_train]
         nat_val = [to_gray(a) for a in nat_val]
-    train = SyntheticSource(nat_train, deg)
-    val = SyntheticSource(nat_val, deg)
+    min_texture = float(data.get("min_texture", 0.0))
+    train = SyntheticSource(nat_train, deg, min_texture=min_texture)
+    val = SyntheticSource(nat_val, deg, min_texture=min_texture)
     if data.get("microscopy"):
         w = float(data.get("microscopy_weight", 0.35))
         micro_train = list(load_cache(cache, "micro_train").values())
@@ -63,6 +65,69 @@ def build_sources(cfg: dict, cache: Path):
         train = MixtureSource([train, SyntheticSource(micro_train, deg)], [1 - w, w])
         val = MixtureSource([val, SyntheticSource(micro_val, deg)], [0.5, 0.5])
     return train, val
+
+
+#: Degradation levels reported per model (on whole validation images, centre 512 x 512).
+LEVELS = {
+    "poisson_gaussian": [
+        ("photons 5, read 5%", lambda x, r: degrade.poisson_gaussian(x, 5, 0.25, r)),
+        ("photons 20, read 2%", lambda x, r: degrade.poisson_gaussian(x, 20, 0.4, r)),
+        ("photons 100, read 1%", lambda x, r: degrade.poisson_gaussian(x, 100, 1.0, r)),
+        ("photons 500, read 0.5%", lambda x, r: degrade.poisson_gaussian(x, 500, 2.5, r)),
+    ],
+    "gaussian": [(f"sigma {s}", lambda x, r, s=s: degrade.gaussian(x, s, r)) for s in (15, 25, 50)],
+    "motion_blur": [("camera shake + 1% noise", lambda x, r: degrade.motion_blur(x, r)[0])],
+    "rain": [(m, lambda x, r, m=m: degrade.rain(x, r, m)) for m in ("light", "heavy")],
+}
+
+
+def validation_images(cfg: dict, cache: Path, size: int = 512) -> list[tuple[str, np.ndarray]]:
+    """Whole validation images (centre crop ``size``), float32 (H, W, C) in [0, 1]."""
+    out = []
+    for name, im in load_cache(cache, "natural_val").items():
+        im = to_gray(im) if cfg["data"].get("natural_as_gray") else im.astype(np.float32) / 255.0
+        out.append((name, im))
+    if cfg["data"].get("microscopy"):
+        out += list(load_cache(cache, "micro_val").items())
+    cropped = []
+    for name, im in out:
+        h, w = im.shape[:2]
+        t, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+        cropped.append((name, np.ascontiguousarray(im[t : t + size, left : left + size])))
+    return cropped
+
+
+def _psnr(image: np.ndarray, clean: np.ndarray) -> float:
+    mse = float(np.mean((np.clip(image, 0, 1) - clean) ** 2))
+    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
+
+
+@torch.no_grad()
+def evaluate_levels(model: torch.nn.Module, cfg: dict, cache: Path, seed: int = 1234) -> dict:
+    """Mean PSNR (dB) of input and output per degradation level on the whole validation images."""
+    model = model.float().eval()
+    results = {}
+    images = validation_images(cfg, cache)
+    for level, fn in LEVELS[cfg["degradation"]["kind"]]:
+        before, after = [], []
+        for i, (_, clean) in enumerate(images):
+            noisy = fn(clean, [seed, i])
+            x = torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1)))[None]
+            y = run_any_size(model, x)[0].clamp(0, 1).numpy().transpose(1, 2, 0)
+            before.append(_psnr(noisy, clean))
+            after.append(_psnr(y, clean))
+        results[level] = {
+            "input_psnr": round(float(np.mean(before)), 3),
+            "output_psnr": round(float(np.mean(after)), 3),
+        }
+    return {"images": [n for n, _ in images], "crop": "centre 512x512", "levels": results}
+
+
+def input_psnr(val: tuple[np.ndarray, np.ndarray]) -> float:
+    """PSNR (dB) of the degraded validation patches themselves (the do-nothing baseline)."""
+    from napari_hinet.training.losses import psnr
+
+    return round(psnr(torch.from_numpy(val[0]), torch.from_numpy(val[1])), 3)
 
 
 def load_config(name: str) -> dict:
@@ -107,10 +172,14 @@ def run_one(name: str, args: argparse.Namespace) -> None:
         "wall_time_s": round(trainer.wall_time_s, 1),
         "val_psnr_start": trainer.start_psnr,
         "val_psnr_best": trainer.best_psnr,
+        "val_input_psnr": input_psnr(val),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary), flush=True)
     if args.export or args.export_only:
+        levels = evaluate_levels(trainer.best_model(), cfg, cache)
+        (run_dir / "levels.json").write_text(json.dumps(levels, indent=2))
+        print(json.dumps(levels), flush=True)
         out = Path(args.weights_dir) / f"{name}.safetensors"
         export_model(
             trainer,
