@@ -41,6 +41,7 @@ def test_ome_tiff_roundtrip_keeps_xml_resolution_and_axes(tmp_path):
     io.write_image(tmp_path / "out.ome.tif", img.data[::-1].copy(), img.meta)
     with tifffile.TiffFile(tmp_path / "out.ome.tif") as tif:
         assert tif.is_ome
+        assert len(tif.pages) == 6 and tif.pages[0].shape == (16, 20)  # one page per plane, as the input
         assert tif.series[0].axes == "ZCYX"
         assert tif.pages[0].resolution == (4.0, 4.0)
         assert int(tif.pages[0].resolutionunit) == 3
@@ -236,5 +237,5 @@ def test_lazy_tiff_and_dask_tiff_write(tmp_path):
     assert isinstance(img.data, da.Array)
     io.write_image(tmp_path / "o.tif", img.data.rechunk((2, 12, 14)) * 2, img.meta)
     with tifffile.TiffFile(tmp_path / "o.tif") as tif:
-        assert tif.series[0].axes == "ZYX"
+        assert tif.series[0].axes == "ZYX" and len(tif.pages) == 5
         np.testing.assert_array_equal(tif.asarray(), data * 2)

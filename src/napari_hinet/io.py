@@ -515,7 +515,8 @@ def _write_tiff(tmp: Path, fmt: str, data: Any, meta: ImageMeta | None) -> None:
     photometric = extra.get("photometric")
     if photometric is not None:
         kwargs["photometric"] = tifffile.PHOTOMETRIC(photometric)
-        kwargs["planarconfig"] = tifffile.PLANARCONFIG(extra.get("planarconfig", 1))
+        if kwargs["photometric"] == tifffile.PHOTOMETRIC.RGB:  # planar config only describes samples
+            kwargs["planarconfig"] = tifffile.PLANARCONFIG(extra.get("planarconfig", 1))
     elif meta is not None and meta.axes and meta.axes.endswith("C") and data.shape[-1] in (3, 4):
         kwargs["photometric"] = "rgb"
     else:
