@@ -695,14 +695,21 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(records)
     checks = targets(rows)
     ours_models = {t: r.describe() for t, r in restorers.items()}
+    history = []
     if args.merge and args.out.is_file():
-        ours_models = {**json.loads(args.out.read_text()).get("models", {}), **ours_models}
-    result = {
-        "settings": settings,
-        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        previous = json.loads(args.out.read_text())
+        ours_models = {**previous.get("models", {}), **ours_models}
+        history = previous.get("history", [])
+    this_run = {
         "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "machine": machine(),
         "wall_time_s": round(time.perf_counter() - t_start, 1),
+        "models": {t: r.describe() for t, r in restorers.items()},
+    }
+    result = {
+        "settings": settings,
+        "history": [*history, this_run],  # every run whose records are in this file (merge keeps them)
         "models": ours_models,
         "classical_parameters": params_all,
         "rows": rows,
@@ -715,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(rows))
     print()
     print("\n".join(target_lines(checks)) or "(no targets: 'ours' not evaluated)")
-    print(f"\nmachine: {result['machine']}\nwrote {args.out}")
+    print(f"\nmachine: {this_run['machine']}\nwrote {args.out}")
     if args.figures:
         for task in args.tasks:
             if task in restorers:
