@@ -130,3 +130,11 @@ def test_fp16_needs_cuda():
         pytest.skip("CUDA present")
     with pytest.raises(ValueError, match="CUDA"):
         _trainer(None, precision="fp16")
+
+
+def test_resume_into_a_different_model_is_a_clear_error(tmp_path):
+    tr = _trainer(tmp_path / "x", steps=3)
+    list(tr.run())
+    other = Trainer(HINet(1, wf=4, depth=3), tr.source, tr.val, tr.cfg, tmp_path / "x")
+    with pytest.raises(ValueError, match="different model"):
+        other.try_resume()

@@ -224,8 +224,14 @@ class Trainer:
         state = torch.load(path, map_location=self.device, weights_only=True)
         if state.get("format") != "napari-hinet-train-v1":
             raise ValueError(f"{path} is not a napari-hinet training checkpoint")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ValueError(
+                f"the checkpoint {path} belongs to a different model or optimizer ({str(exc).splitlines()[0]}); "
+                "use another run folder, or resume=False (--no-resume) to start over"
+            ) from exc
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
