@@ -69,7 +69,7 @@ def noisy_fluorescence() -> list[LayerDataTuple]:
     def camera(x: np.ndarray) -> np.ndarray:
         return np.clip(np.rint(_FLUO_OFFSET + _FLUO_GAIN * x), 0, 65535).astype(np.uint16)
 
-    limits = [_FLUO_OFFSET, _FLUO_OFFSET + 0.6 * _FLUO_GAIN]
+    limits = [_FLUO_OFFSET, _FLUO_OFFSET + 0.8 * _FLUO_GAIN]
     return _pair(camera(clean01), camera(noisy01), "nuclei", "noisy", colormap="gray", contrast_limits=limits)
 
 

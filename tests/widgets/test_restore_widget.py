@@ -331,3 +331,19 @@ def test_sample_data_opens(make_napari_viewer) -> None:
     assert len(viewer.layers) == 8
     assert viewer.layers["nuclei (noisy)"].data.dtype == np.uint16
     assert viewer.layers["cat (noisy)"].rgb
+
+
+def test_multiscale_layer_is_restored_at_full_resolution(
+    make_napari_viewer, stop_workers, tiny_models, wait_for
+) -> None:
+    viewer = make_napari_viewer()
+    level0 = np.random.default_rng(5).random((96, 80), dtype=np.float32)
+    pyramid = [da.from_array(level0, chunks=32), da.from_array(level0[::2, ::2], chunks=32)]
+    layer = viewer.add_image(pyramid, multiscale=True, name="pyramid", scale=(0.5, 0.5))
+    widget = _dock(viewer, "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    widget.run()
+    wait_for(widget)
+    out = viewer.layers["pyramid (HINet denoise)"]
+    assert not out.multiscale and out.data.shape == (96, 80)
+    np.testing.assert_allclose(out.scale, layer.scale)

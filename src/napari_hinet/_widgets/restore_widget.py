@@ -136,7 +136,7 @@ class RestoreWidget(Container):
             [
                 self.image,
                 self.model,
-                self.model_info,
+                Container(widgets=[self.model_info], labels=False),
                 self.device,
                 self.precision,
                 self.tile,
@@ -148,12 +148,14 @@ class RestoreWidget(Container):
                 buttons,
                 self.preview_button,
                 self.progress,
-                self.progress_text,
-                self.status,
+                Container(widgets=[self.progress_text, self.status], labels=False),
             ]
         )
+        from qtpy.QtCore import Qt
+
         for label in (self.model_info, self.progress_text, self.status):
             label.native.setWordWrap(True)
+            label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.model_info.native.setOpenExternalLinks(True)
 
         self._restore_state()
@@ -197,8 +199,13 @@ class RestoreWidget(Container):
         return choices
 
     def refresh_models(self) -> None:
-        """Re-read the model registry (a model saved or copied in meanwhile appears)."""
-        self.model.reset_choices()
+        """Re-read the model registry (a model saved or copied in meanwhile appears, in registry order)."""
+        value = self.model.value
+        with self.model.changed.blocked():
+            self.model.native.clear()  # so the new list keeps the registry's order
+            self.model.reset_choices()
+            if value in self._model_values():
+                self.model.value = value
         self._on_model_changed(self.model.value)
 
     # ------------------------------------------------------------ events

@@ -1,0 +1,176 @@
+"""Make the screenshots in docs/images/ from a real napari window.
+
+For each sample it opens napari, loads the sample (degraded image + clean twin),
+docks the matching widget through the plugin manifest, takes a "before"
+screenshot, clicks Run, waits for the worker, and takes an "after" screenshot
+and a side-by-side comparison (napari's grid mode: degraded | restored | clean).
+It also docks the Fine-tune widget for its screenshot (when it exists).
+
+Run it under a virtual X server on a headless machine::
+
+    QT_API=pyqt6 QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" \\
+        .venv/bin/python docs/make_screenshots.py [--only denoise_fluo] [--out docs/images]
+
+Models: each widget starts on its default model (the bundled one for the task);
+``--model denoise_photo=hinet-denoise-photo`` overrides one. The script prints
+the status line of every run (device, MP/s) so the numbers can be quoted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One screenshot scenario."""
+
+    key: str  # file name stem
+    sample: str  # napari-hinet sample key
+    widget: str  # widget display name
+    model: str | None  # model to select (None: the widget's default)
+
+
+SHOTS = [
+    Shot("denoise_fluo", "noisy_fluorescence", "Denoise", "hinet-denoise-fluo"),
+    Shot("denoise_photo", "noisy_photo", "Denoise", "hinet-denoise-photo"),
+    Shot("deblur_photo", "blurred_photo", "Deblur", None),
+    Shot("derain_photo", "rainy_photo", "Derain", None),
+]
+WINDOW = (1500, 900)
+
+
+def _process(app, seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def _wait(app, widget, timeout: float = 900.0) -> None:
+    start = time.perf_counter()
+    while widget.is_running:
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(f"run did not finish in {timeout} s")
+        app.processEvents()
+        time.sleep(0.02)
+    _process(app, 0.5)
+
+
+def _save(viewer, app, path: Path) -> None:
+    _process(app, 0.3)
+    viewer.screenshot(str(path), canvas_only=False)
+    print(f"  wrote {path}")
+
+
+def _new_viewer(app):
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(*WINDOW)
+    _process(app, 0.5)
+    return viewer
+
+
+def restore_shots(shot: Shot, out: Path, app) -> None:
+    viewer = _new_viewer(app)
+    viewer.open_sample("napari-hinet", shot.sample)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-hinet", shot.widget)
+    if shot.model is not None:
+        if shot.model not in list(widget.model.choices):
+            raise SystemExit(
+                f"Model {shot.model!r} is not available; models offered: {list(widget.model.choices)}"
+            )
+        widget.model.value = shot.model
+    degraded = viewer.layers[-1]
+    widget.image.value = degraded
+    viewer.reset_view()
+    _save(viewer, app, out / f"{shot.key}_before.png")
+
+    widget.run_button.clicked.emit()  # what a click does
+    _process(app, 0.2)
+    _wait(app, widget)
+    print(f"  {shot.widget} on {degraded.name!r}: {widget.status.value}")
+    if widget.status.value.startswith("Error"):
+        raise SystemExit(f"{shot.key}: {widget.status.value}")
+    _save(viewer, app, out / f"{shot.key}_after.png")
+
+    # side by side, left to right: degraded | restored | clean
+    clean = viewer.layers.pop(0)
+    clean.visible = True
+    viewer.layers.append(clean)
+    grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid
+    grid.shape = (1, 3)
+    grid.stride = 1
+    grid.enabled = True
+    viewer.reset_view()
+    _save(viewer, app, out / f"{shot.key}_compare.png")
+    viewer.close()
+
+
+def finetune_shot(out: Path, app, steps: int) -> None:
+    try:
+        from napari_hinet._widgets import finetune_widget  # noqa: F401
+    except ImportError as exc:
+        print(f"  skipping Fine-tune: {exc}")
+        return
+    viewer = _new_viewer(app)
+    viewer.open_sample("napari-hinet", "noisy_fluorescence")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-hinet", "Fine-tune")
+    if hasattr(widget, "screenshot_setup"):
+        widget.screenshot_setup(steps=steps)
+    _save(viewer, app, out / "finetune_before.png")
+    if hasattr(widget, "start"):
+        widget.start()
+        _wait(app, widget, timeout=1800)
+        print(f"  Fine-tune: {widget.status.value}")
+    _save(viewer, app, out / "finetune_after.png")
+    viewer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "images", help="output folder (docs/images)")
+    parser.add_argument(
+        "--only", nargs="*", help="shot keys to make (default: all), e.g. denoise_fluo finetune"
+    )
+    parser.add_argument(
+        "--model", action="append", default=[], help="KEY=MODEL override, e.g. deblur_photo=x"
+    )
+    parser.add_argument(
+        "--finetune-steps", type=int, default=60, help="training steps for the Fine-tune shot"
+    )
+    args = parser.parse_args(argv)
+
+    # never touch the user's saved widget settings
+    os.environ.setdefault("NAPARI_HINET_CONFIG_DIR", tempfile.mkdtemp(prefix="hinet-shots-"))
+    overrides = dict(item.split("=", 1) for item in args.model)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    from napari.qt import get_qapp
+
+    app = get_qapp()
+    wanted = set(args.only or [s.key for s in SHOTS] + ["finetune"])
+    for shot in SHOTS:
+        if shot.key in wanted:
+            model = overrides.get(shot.key, shot.model)
+            print(f"{shot.key}: sample {shot.sample}, widget {shot.widget}, model {model or '(default)'}")
+            restore_shots(Shot(shot.key, shot.sample, shot.widget, model), args.out, app)
+    if "finetune" in wanted:
+        print("finetune:")
+        finetune_shot(args.out, app, args.finetune_steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
