@@ -74,7 +74,10 @@ _LIVE_WIDGETS: weakref.WeakSet[RestoreWidget] = weakref.WeakSet()
 def refresh_all_model_lists() -> None:
     """Re-read the model registry in every open Denoise/Deblur/Derain widget (e.g. after fine-tuning)."""
     for widget in list(_LIVE_WIDGETS):
-        widget.refresh_models()
+        try:
+            widget.refresh_models()
+        except RuntimeError:  # its Qt widget was closed and deleted
+            _LIVE_WIDGETS.discard(widget)
 
 
 @dataclass

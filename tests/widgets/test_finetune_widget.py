@@ -1,0 +1,216 @@
+"""The Fine-tune dock widget in a real napari viewer (Xvfb): start, plots, stop, resume, save."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+pytestmark = [pytest.mark.slow, pytest.mark.gui]
+
+
+@pytest.fixture
+def tiny_gray_model(tmp_models_dir):
+    """A tiny 1-channel denoising model (HINet wf=8, depth=3) in a fresh user models folder."""
+    import torch
+
+    from napari_hinet import HINet, save_model
+
+    torch.manual_seed(0)
+    save_model(
+        HINet(in_chn=1, wf=8, depth=3),
+        tmp_models_dir / "tiny-gray.safetensors",
+        task="denoise",
+        patch_size=16,
+        normalization="percentile",
+        channels="gray",
+    )
+    return "tiny-gray"
+
+
+def _pair(seed: int = 0, size: int = 80):
+    rng = np.random.default_rng(seed)
+    clean = ndimage.gaussian_filter(rng.random((size, size)), 3).astype(np.float32)
+    clean = (clean - clean.min()) / (clean.max() - clean.min())
+    noisy = (clean + rng.normal(0, 0.15, clean.shape)).astype(np.float32)
+    return noisy, clean
+
+
+def _setup(viewer, widget, model: str, steps: int, name: str) -> None:
+    noisy, clean = _pair()
+    viewer.add_image(clean, name="clean")
+    viewer.add_image(noisy, name="noisy")
+    widget.reset_choices()
+    widget.mode.value = "paired"
+    widget.layer_a.value = viewer.layers["noisy"]
+    widget.layer_b.value = viewer.layers["clean"]
+    widget.base_model.value = model
+    widget.patch_size.value = 16
+    widget.batch_size.value = 2
+    widget.steps.value = steps
+    widget.val_every.value = 3
+    widget.save_name.value = name
+
+
+def _dock(viewer, name):
+    return viewer.window.add_plugin_dock_widget("napari-hinet", name)[1]
+
+
+def test_finetune_docks_and_shows_the_pickers_of_each_mode(make_napari_viewer, stop_workers, tiny_gray_model):
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Fine-tune")
+    assert (widget.start_button.text, widget.stop_button.text, widget.resume_button.text) == (
+        "Start",
+        "Stop",
+        "Resume",
+    )
+    assert tiny_gray_model in list(widget.base_model.choices)
+    widget.mode.value = "synthetic"
+    assert _shown(widget.degradation) and not _shown(widget.layer_b)
+    assert widget.layer_a.label == "Clean images"
+    widget.mode.value = "n2n"
+    assert _shown(widget.layer_b) and widget.layer_a.label == "Acquisition 1"
+    widget.source.value = "folders"
+    assert _shown(widget.folder_a) and _shown(widget.folder_b) and not _shown(widget.layer_a)
+    widget.mode.value = "self_supervised"
+    assert not _shown(widget.folder_b)
+
+
+def _shown(widget) -> bool:
+    """Not hidden by the widget (the viewer window itself is not shown in tests)."""
+    return not widget.native.isHidden()
+
+
+def test_training_plots_previews_saves_and_the_model_appears_in_denoise(
+    make_napari_viewer, stop_workers, tiny_gray_model, wait_for
+):
+    viewer = make_napari_viewer()
+    denoise = _dock(viewer, "Denoise")
+    widget = _dock(viewer, "Fine-tune")
+    _setup(viewer, widget, tiny_gray_model, steps=6, name="my-finetuned")
+    assert "my-finetuned" not in list(denoise.model.choices)
+    widget.start_button.changed.emit(True)
+    assert widget.is_running and widget.stop_button.enabled and not widget.start_button.enabled
+    wait_for(widget, timeout=240_000)
+
+    assert [int(x) for x, _ in widget.loss_plot.points] == [1, 2, 3, 4, 5, 6]
+    assert [int(x) for x, _ in widget.psnr_plot.points] == [0, 3, 6]  # the starting model, then every 3 steps
+    assert widget.preview_strip.shown_step == 6
+    result = widget.last_result
+    assert result is not None and not result.stopped and result.path.is_file()
+    assert result.path.stem == "my-finetuned" and "my-finetuned" in widget.status.value
+    # listed at once by the open Denoise widget, and usable there
+    assert "my-finetuned" in list(denoise.model.choices)
+    denoise.image.value = viewer.layers["noisy"]
+    denoise.model.value = "my-finetuned"
+    denoise.run()
+    wait_for(denoise)
+    assert viewer.layers["noisy (HINet denoise)"].metadata["napari_hinet"]["model"] == "my-finetuned"
+
+
+def test_stop_then_resume_continues_to_the_end(
+    make_napari_viewer, stop_workers, tiny_gray_model, wait_for, qtbot
+):
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Fine-tune")
+    _setup(viewer, widget, tiny_gray_model, steps=30, name="stop-resume")
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.loss_plot.points) >= 2, timeout=240_000)
+    widget.stop_button.changed.emit(True)
+    wait_for(widget, timeout=240_000)
+    stopped_at = widget.last_result.steps
+    assert widget.last_result.stopped and stopped_at < 30
+    assert "Stopped" in widget.status.value
+    assert widget.resume_button.enabled and widget.save_button.enabled
+    assert not (widget.last_result.path or False)
+
+    widget.resume_button.changed.emit(True)
+    wait_for(widget, timeout=240_000)
+    assert not widget.last_result.stopped and widget.last_result.steps == 30
+    steps = [int(x) for x, _ in widget.loss_plot.points]
+    assert steps == list(range(1, 31))  # one curve across the stop
+    assert widget.last_result.path.is_file()
+
+
+def test_resume_after_a_restart_picks_up_the_saved_run(
+    make_napari_viewer, stop_workers, tiny_gray_model, wait_for, qtbot
+):
+    viewer = make_napari_viewer()
+    first = _dock(viewer, "Fine-tune")
+    _setup(viewer, first, tiny_gray_model, steps=20, name="restartable")
+    first.start()
+    qtbot.waitUntil(lambda: len(first.loss_plot.points) >= 3, timeout=240_000)
+    first.stop()
+    wait_for(first, timeout=240_000)
+    stopped_at = first.last_result.steps
+
+    other = make_napari_viewer()  # "napari was restarted"
+    second = _dock(other, "Fine-tune")
+    _setup(other, second, tiny_gray_model, steps=20, name="restartable")
+    second.resume()
+    qtbot.waitUntil(
+        lambda: "Resumed at step" in second.status.value or not second.is_running, timeout=240_000
+    )
+    assert f"Resumed at step {stopped_at}" in second.status.value
+    wait_for(second, timeout=240_000)
+    assert second.last_result.steps == 20 and not second.last_result.stopped
+
+
+def test_bad_configuration_is_reported_before_training(
+    make_napari_viewer, stop_workers, tiny_gray_model, wait_for
+):
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    try:
+        viewer = make_napari_viewer()
+        widget = _dock(viewer, "Fine-tune")
+        _setup(viewer, widget, tiny_gray_model, steps=5, name="too-big")
+        widget.patch_size.value = 256  # larger than the 80 x 80 images
+        widget.start()
+        wait_for(widget, timeout=120_000)
+    finally:
+        notification_manager.notification_ready.disconnect(seen.append)
+    messages = [str(n.message) for n in seen]
+    assert any("patch_size" in m for m in messages), messages
+    assert "patch_size" in widget.status.value
+    assert not widget.loss_plot.points
+
+
+def test_missing_layers_are_reported_without_starting(make_napari_viewer, stop_workers, tiny_gray_model):
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Fine-tune")
+    assert widget.start() is None
+    assert "Choose the" in widget.status.value
+
+
+@pytest.mark.parametrize("case", ["synthetic-layer", "self_supervised-folder", "n2n-folders"])
+def test_other_modes_and_folder_sources_train_and_save(
+    make_napari_viewer, stop_workers, tiny_gray_model, wait_for, tmp_path, case
+):
+    import tifffile
+
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Fine-tune")
+    _setup(viewer, widget, tiny_gray_model, steps=3, name=f"mode-{case}")
+    mode, source = case.split("-")
+    widget.mode.value = mode
+    if source.startswith("folder"):
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir(), b.mkdir()
+        for i in range(3):  # pairs are matched by file name; b = a second noisy acquisition
+            noisy, clean = _pair(seed=i, size=72)
+            second = clean + np.random.default_rng(100 + i).normal(0, 0.15, clean.shape)
+            tifffile.imwrite(a / f"img{i}.tif", noisy)
+            tifffile.imwrite(b / f"img{i}.tif", second.astype(np.float32))
+        widget.source.value = "folders"
+        widget.folder_a.value = a
+        widget.folder_b.value = b
+    else:
+        widget.layer_a.value = viewer.layers["clean"]
+        widget.degradation.value = "gaussian"
+    widget.start()
+    wait_for(widget, timeout=240_000)
+    assert widget.last_result is not None and widget.last_result.path.is_file(), widget.status.value
+    assert len(widget.psnr_plot.points) >= 2
