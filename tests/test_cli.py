@@ -319,7 +319,7 @@ def test_restore_mixed_folder_keeps_names_dtypes_shapes_metadata(tmp_path, tiny_
             result.data, _engine(tiny_models["gray"], data, axes=axes), err_msg=name
         )
     with tifffile.TiffFile(out / "a.ome.tif") as tif:
-        assert tif.is_ome and tif.series[0].axes == "ZYX"
+        assert tif.is_ome and tif.series[0].axes == "ZYX" and len(tif.pages) == 2
         assert 'PhysicalSizeX="0.3"' in tif.ome_metadata and 'PhysicalSizeZ="2.0"' in tif.ome_metadata
     with tifffile.TiffFile(out / "b.tif") as tif:
         assert (
