@@ -347,3 +347,19 @@ def test_multiscale_layer_is_restored_at_full_resolution(
     out = viewer.layers["pyramid (HINet denoise)"]
     assert not out.multiscale and out.data.shape == (96, 80)
     np.testing.assert_allclose(out.scale, layer.scale)
+
+
+def test_layers_filter_menu_entries_dock_the_widgets(make_napari_viewer, stop_workers, tiny_models) -> None:
+    from napari._app_model import get_app_model
+
+    viewer = make_napari_viewer()
+    app = get_app_model()
+    ids = [item.command.id for item in app.menus.get_menu("napari/layers/filter") if hasattr(item, "command")]
+    for task in WIDGETS.values():
+        command = f"napari-hinet.make_{task}_widget"
+        assert command in ids
+        app.commands.execute_command(command).result()
+    from napari_hinet._widgets.restore_widget import RestoreWidget
+
+    docked = [w for w in viewer.window.dock_widgets.values() if isinstance(w, RestoreWidget)]
+    assert sorted(w._task for w in docked) == sorted(WIDGETS.values())
