@@ -418,6 +418,7 @@ class FinetuneWidget(Container):
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self._worker = worker
+        self.native.destroyed.connect(self._stop_event.set)  # the dock was closed: stop (checkpointed)
         self._set_running(True)
         self.status.value = "Reading the data and loading the model…" if job is None else "Resuming…"
         self._clock.start()

@@ -432,6 +432,7 @@ class RestoreWidget(Container):
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self._worker = worker
+        self.native.destroyed.connect(worker.quit)  # the dock was closed: stop at the next batch
         self._result_added = False
         self._set_running(True)
         self.progress.value = 0
