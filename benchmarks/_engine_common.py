@@ -108,15 +108,19 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, Any
     """Median/min/max seconds of ``repeats`` calls after ``warmup`` calls, with the load at the end."""
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     return {
         "median_s": round(statistics.median(times), 4),
         "min_s": round(min(times), 4),
         "max_s": round(max(times), 4),
+        # CPU seconds of this process per call (all threads): on a busy machine, wall time
+        # also counts waiting for a core; cpu_s / threads approximates an idle wall time.
+        "cpu_s": round(statistics.median(cpu), 4),
         "runs_s": [round(t, 4) for t in times],
         "load_after": load_average(),
     }

@@ -95,7 +95,17 @@ def main() -> None:
     )
     print_table(
         rows,
-        ["path", "precision", "median_s", "min_s", "max_s", "first_call_s", "psnr_vs_fp32_db", "load_after"],
+        [
+            "path",
+            "precision",
+            "median_s",
+            "min_s",
+            "max_s",
+            "cpu_s",
+            "first_call_s",
+            "psnr_vs_fp32_db",
+            "load_after",
+        ],
     )
     write_json(
         "cpu_speed",

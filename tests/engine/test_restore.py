@@ -305,3 +305,33 @@ def test_fp16_refused_on_cpu(tiny):
 def test_torch_tensor_input(tiny):
     out = restore(torch.zeros(20, 20), tiny, **CPU)
     assert isinstance(out, np.ndarray) and out.shape == (20, 20)
+
+
+def test_plan_matches_progress_total(tiny, rng):
+    r = Restorer(tiny, **CPU)
+    img = rng.integers(0, 255, (2, 100, 90)).astype(np.uint8)
+    plan = r.plan(img.shape, tile=48, overlap=12)
+    assert plan["axes"] == "ZYX" and plan["tile"] == 48 and plan["overlap"] == 12 and plan["groups"] == 1
+    calls = []
+    r.restore(img, tile=48, overlap=12, progress=lambda d, t: calls.append(t))
+    assert calls[0] == plan["tiles"] == 2 * plan["grid"][0] * plan["grid"][1]
+    assert r.plan((30, 40, 3), tiling="none")["tile"] is None
+
+
+def test_auto_precision_self_check(tiny, monkeypatch):
+    import importlib
+
+    from napari_hinet.engine import devices
+
+    restore_module = importlib.import_module("napari_hinet.engine.restore")  # the module, not the function
+
+    if not devices.cpu_has_fast_bf16():
+        pytest.skip("this CPU has no bf16 instructions: auto precision is fp32")
+    r = Restorer(tiny, device="cpu", compile="off")
+    assert r.dtype == torch.bfloat16 and r.precision_check["passed"] and r.precision_check["psnr_db"] > 45
+    monkeypatch.setattr(restore_module, "PRECISION_MIN_PSNR_DB", 500.0)
+    with pytest.warns(UserWarning, match="using fp32"):
+        r = Restorer(tiny, device="cpu", compile="off")
+    assert r.dtype == torch.float32 and not r.precision_check["passed"]
+    assert r.net.conv_01.weight.dtype == torch.float32
+    assert Restorer(tiny, device="cpu", precision="bf16").precision_check is None  # explicit: no check

@@ -63,6 +63,8 @@ COMPILE_MIN_FORWARDS = 256
 CPU_BATCH_PIXELS = 256 * 256
 #: At most this many tiles per forward on any device.
 MAX_BATCH = 64
+#: ``precision="auto"`` keeps bf16/fp16 only if its self-check is at least this close to float32.
+PRECISION_MIN_PSNR_DB = 45.0
 
 
 class Cancelled(Exception):  # noqa: N818 (the public name is fixed by the API)
@@ -171,6 +173,19 @@ class Restorer:
         source, owned = self._load(model, task)
         self.metadata: dict[str, Any] = dict(getattr(source, "metadata", {}) or {})
         self.config: dict[str, Any] = dict(source.config)
+        #: Result of the low-precision self-check (``precision="auto"`` only): PSNR in dB of a
+        #: low-precision forward against float32 on a fixed synthetic image, and whether it passed.
+        self.precision_check: dict[str, Any] | None = None
+        if precision == "auto" and self.dtype != torch.float32:
+            self.precision_check = self._check_precision(source)
+            if not self.precision_check["passed"]:
+                warnings.warn(
+                    f"{precision_name(self.dtype)} on {self.device} is only "
+                    f"{self.precision_check['psnr_db']:.1f} dB from float32 for this model "
+                    f"(needs >= {PRECISION_MIN_PSNR_DB} dB); using fp32.",
+                    stacklevel=2,
+                )
+                self.dtype = torch.float32
         self.net = self._prepare(source, owned)
         self._compiled: dict[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]] = {}
         self._compile_failed = False
@@ -204,6 +219,29 @@ class Restorer:
                 if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
                     module.to(torch.bfloat16)
         return net
+
+    def _check_precision(self, source: HINet) -> dict[str, Any]:
+        """Compare a low-precision forward with float32 on a fixed 64x64 synthetic image."""
+        c = int(source.config["in_chn"])
+        y, x = np.mgrid[0:64, 0:64].astype(np.float32)
+        rng = np.random.default_rng(0)
+        base = 0.5 + 0.3 * np.sin(x / 5.0) * np.cos(y / 7.0) + 0.1 * (x > 32)
+        image = np.clip(base[None] + rng.normal(0, 0.08, (c, 64, 64)), 0, 1).astype(np.float32)
+        tensor = torch.from_numpy(image)[None].to(self.device)
+        low = self.dtype
+        probe = copy.deepcopy(source).eval().requires_grad_(False).to(self.device)
+        with torch.inference_mode():
+            reference = probe(tensor)[-1].float()
+            self.net, self.dtype = self._prepare(probe, True), low
+            result = self._forward_eager(tensor.contiguous(memory_format=torch.channels_last)).float()
+        del self.net
+        mse = float(((result - reference) ** 2).mean())
+        psnr = float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+        return {
+            "precision": precision_name(low),
+            "psnr_db": round(psnr, 2),
+            "passed": psnr >= PRECISION_MIN_PSNR_DB,
+        }
 
     @property
     def in_channels(self) -> int:
@@ -301,6 +339,39 @@ class Restorer:
         return result
 
     # ------------------------------------------------------------ public
+    def plan(
+        self,
+        shape: tuple[int, ...],
+        *,
+        axes: str | None = None,
+        rgb: bool | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+        tiling: str = "blend",
+    ) -> dict[str, Any]:
+        """What a run on data of ``shape`` would do, without reading any data.
+
+        Returns a dict with ``axes``, ``rgb``, ``tiling``, ``tile`` and ``overlap``
+        (resolved; ``None`` for ``"none"``), ``grid`` (tiles per plane as
+        (rows, cols)), ``planes``, ``groups`` (network runs per plane) and
+        ``tiles`` (the ``total`` that ``progress`` will report).
+        """
+        layout = Layout.create(tuple(shape), axes, rgb)
+        opts = self._options(tile, overlap, None, tiling, "auto", (1.0, 99.8), "plane")
+        grid = plan_grid(layout.height, layout.width, opts.tiling, opts.tile, opts.overlap)
+        groups = self._groups(layout)
+        return {
+            "axes": layout.axes,
+            "rgb": layout.rgb,
+            "tiling": opts.tiling,
+            "tile": None if opts.tiling == "none" else opts.tile,
+            "overlap": opts.overlap if opts.tiling == "blend" else None,
+            "grid": (len(grid.rows), len(grid.cols)),
+            "planes": layout.n_planes,
+            "groups": len(groups),
+            "tiles": layout.n_planes * len(groups) * grid.n_tiles,
+        }
+
     def restore(
         self,
         image: Any,
