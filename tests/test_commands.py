@@ -174,3 +174,19 @@ def test_commands_are_in_the_manifest_and_run_through_npe2(tiny_models) -> None:
 def test_whole_region_scope_names() -> None:
     assert whole_region(Image(np.zeros((4, 4)))).scope == "image"
     assert whole_region(Image(np.zeros((2, 4, 4)))).scope == "stack"
+
+
+def test_large_lazy_output_goes_to_a_zarr_store_on_disk(tiny_models, tmp_path, monkeypatch) -> None:
+    data = np.random.default_rng(3).random((3, 40, 40), dtype=np.float32)
+    eager, _, _ = _commands.denoise(Image(data), model="tiny-denoise", device="cpu", precision="fp32")
+    monkeypatch.setenv(_commands.ZARR_OUTPUT_BYTES_ENV, "1")  # everything counts as "large"
+    monkeypatch.setenv(_commands.OUTPUT_DIR_ENV, str(tmp_path / "outputs"))
+    lazy_layer = Image(da.from_array(data, chunks=(1, 20, 20)))
+    out, kwargs, _ = _commands.denoise(lazy_layer, model="tiny-denoise", device="cpu", precision="fp32")
+    assert isinstance(out, da.Array)
+    store = kwargs["metadata"]["napari_hinet"]["output_store"]
+    assert store.startswith(str(tmp_path / "outputs")) and store.endswith(".zarr")
+    np.testing.assert_allclose(out.compute(), eager, rtol=1e-5, atol=1e-6)
+    # a numpy input stays in memory whatever its size
+    out, kwargs, _ = _commands.denoise(Image(data), model="tiny-denoise", device="cpu", precision="fp32")
+    assert isinstance(out, np.ndarray) and kwargs["metadata"]["napari_hinet"]["output_store"] is None

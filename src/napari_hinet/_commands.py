@@ -24,9 +24,11 @@ torch at module level.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -194,7 +196,8 @@ def iter_restore_region(
     axes: str,
     region: Region,
     options: dict[str, Any] | None = None,
-) -> Generator[RegionProgress, None, np.ndarray]:
+    out: Any = None,
+) -> Generator[RegionProgress, None, Any]:
     """Restore ``array[region]``, yielding progress after every batch of tiles.
 
     Args:
@@ -206,23 +209,85 @@ def iter_restore_region(
         region: which planes and pixels.
         options: keyword options for ``restorer.iter_restore`` (tile, overlap,
             tiling, batch_size, normalization, out_dtype...).
+        out: where to write the result (see :func:`allocate_output`); ``None``
+            lets the engine allocate a numpy array.
 
     Yields :class:`RegionProgress` (plane and tile-batch counts); returns the
-    restored region as a numpy array shaped like ``array[region.index()]``.
+    restored region shaped like ``array[region.index()]``: a numpy array, or
+    ``out`` when one was given (e.g. a zarr array on disk).
     Closing the generator (what a cancelled napari worker does) stops the run
     after the current batch.
     """
     view = array[region.index()]
     n_planes = int(np.prod(view.shape[: len(region.planes)], dtype=np.int64)) if region.planes else 1
-    steps = restorer.iter_restore(view, axes=axes, **(options or {}))
+    steps = restorer.iter_restore(view, axes=axes, out=out, **(options or {}))
     while True:
         try:
             done, total = next(steps)
         except StopIteration as stop:
-            return np.asarray(stop.value)
+            return stop.value if out is not None else np.asarray(stop.value)
         per_plane = max(1, total // max(n_planes, 1))
         plane = min(n_planes - 1, done // per_plane)
         yield RegionProgress(plane, n_planes, done - plane * per_plane, per_plane)
+
+
+#: Environment variable: outputs of lazy (dask/zarr) inputs bigger than this many bytes
+#: are written to a zarr store on disk instead of memory.
+ZARR_OUTPUT_BYTES_ENV = "NAPARI_HINET_ZARR_OUTPUT_BYTES"
+DEFAULT_ZARR_OUTPUT_BYTES = 2 * 2**30
+#: Environment variable: folder of those zarr stores (default: the user cache folder).
+OUTPUT_DIR_ENV = "NAPARI_HINET_OUTPUT_DIR"
+
+
+def output_store_dir() -> Path:
+    """Folder of on-disk outputs: ``$NAPARI_HINET_OUTPUT_DIR`` or ``<user cache>/napari-hinet/outputs``."""
+    env = os.environ.get(OUTPUT_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-hinet", appauthor=False)) / "outputs"
+
+
+def allocate_output(array: Any, axes: str, region: Region, out_dtype: str | None) -> tuple[Any, str | None]:
+    """Where to write the restored region: ``(None, None)`` for memory, or ``(zarr array, path)``.
+
+    A numpy input (already in memory) gets a numpy output. A lazy input (dask,
+    zarr...) whose output would exceed ``$NAPARI_HINET_ZARR_OUTPUT_BYTES``
+    (default 2 GiB) gets a zarr store in :func:`output_store_dir`, chunked one
+    plane by up to 1024 x 1024 pixels, so a stack larger than memory can be
+    restored; the layer then shows it lazily. The store is not deleted
+    automatically (its path is in the provenance, ``output_store``).
+    """
+    shape = region.shape(array.shape) + tuple(array.shape[len(region.index()) :])
+    dtype = np.dtype(np.float32) if out_dtype == "float32" else np.dtype(array.dtype)
+    limit = int(os.environ.get(ZARR_OUTPUT_BYTES_ENV, DEFAULT_ZARR_OUTPUT_BYTES))
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if isinstance(array, np.ndarray) or nbytes <= limit:
+        return None, None
+    import uuid
+
+    import zarr
+
+    folder = output_store_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.zarr"
+    y = axes.index("Y")
+    chunks = [1] * len(shape)
+    chunks[y], chunks[y + 1] = min(shape[y], 1024), min(shape[y + 1], 1024)
+    if axes.endswith("C"):
+        chunks[-1] = shape[-1]
+    store = zarr.open_array(str(path), mode="w", shape=shape, chunks=tuple(chunks), dtype=dtype)
+    return store, str(path)
+
+
+def as_layer_data(result: Any) -> Any:
+    """A numpy result as is; a zarr output as a lazy dask array for napari."""
+    if isinstance(result, np.ndarray):
+        return result
+    import dask.array as da
+
+    return da.from_zarr(result)
 
 
 # ---------------------------------------------------------------- output layer
@@ -248,9 +313,11 @@ def provenance(
     precision: str,
     seconds: float,
     pixels: int,
+    output_store: str | None = None,
 ) -> dict[str, Any]:
     """The ``metadata["napari_hinet"]`` dict of an output layer: what made it, how, where and when."""
     return {
+        "output_store": output_store,
         "task": task,
         "model": model_metadata.get("name"),
         "model_kind": model_metadata.get("registry_kind"),
@@ -344,13 +411,15 @@ def restore_layer(layer: napari.layers.Image, run: _CommandRun) -> LayerDataTupl
     restorer = Restorer(run.model, run.task, device=run.device, precision=run.precision)
     region = whole_region(layer)
     array = source_array(layer)
+    axes = layer_axes(layer)
+    out, store = allocate_output(array, axes, region, run.out_dtype)
     start = time.perf_counter()
-    gen = iter_restore_region(restorer, array, layer_axes(layer), region, options)
+    gen = iter_restore_region(restorer, array, axes, region, options, out)
     while True:
         try:
             next(gen)
         except StopIteration as stop:
-            data = stop.value
+            data = as_layer_data(stop.value)
             break
     seconds = time.perf_counter() - start
     meta = provenance(
@@ -363,6 +432,7 @@ def restore_layer(layer: napari.layers.Image, run: _CommandRun) -> LayerDataTupl
         precision=restorer_precision(restorer),
         seconds=seconds,
         pixels=int(np.prod(data.shape[: layer.ndim])),
+        output_store=store,
     )
     return data, output_layer_kwargs(layer, region, output_name(layer.name, run.task), meta), "image"
 

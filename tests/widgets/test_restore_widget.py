@@ -363,3 +363,23 @@ def test_layers_filter_menu_entries_dock_the_widgets(make_napari_viewer, stop_wo
 
     docked = [w for w in viewer.window.dock_widgets.values() if isinstance(w, RestoreWidget)]
     assert sorted(w._task for w in docked) == sorted(WIDGETS.values())
+
+
+def test_large_dask_stack_output_is_written_to_disk_and_shown_lazily(
+    make_napari_viewer, stop_workers, tiny_models, wait_for, tmp_path, monkeypatch
+) -> None:
+    from napari_hinet import _commands
+
+    monkeypatch.setenv(_commands.ZARR_OUTPUT_BYTES_ENV, "1")
+    monkeypatch.setenv(_commands.OUTPUT_DIR_ENV, str(tmp_path / "outputs"))
+    viewer = make_napari_viewer()
+    stack = (np.random.default_rng(6).random((3, 40, 48)) * 4000).astype(np.uint16)
+    viewer.add_image(da.from_array(stack, chunks=(1, 40, 48)), name="lazy")
+    widget = _dock(viewer, "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    widget.run()
+    wait_for(widget)
+    out = viewer.layers["lazy (HINet denoise)"]
+    assert isinstance(out.data, da.Array) and out.data.shape == stack.shape
+    assert (tmp_path / "outputs").is_dir() and out.metadata["napari_hinet"]["output_store"]
+    assert np.isfinite(np.asarray(out.data[1])).all()

@@ -26,6 +26,8 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, 
 from .._commands import (
     Region,
     RegionProgress,
+    allocate_output,
+    as_layer_data,
     check_layer,
     current_plane_region,
     field_of_view_region,
@@ -91,6 +93,7 @@ class _RunResult:
     seconds: float
     pixels: int
     options: dict[str, Any]
+    output_store: str | None
 
 
 class RestoreWidget(Container):
@@ -469,8 +472,9 @@ class RestoreWidget(Container):
     def _work(self, settings: Any, array: Any, axes: str, region: Region, options: dict) -> Any:
         """Runs in the worker thread: load (or reuse) the model, restore, return the array."""
         restorer = self._get_restorer(settings)
+        out, store = allocate_output(array, axes, region, options.get("out_dtype"))
         start = time.perf_counter()
-        data = yield from iter_restore_region(restorer, array, axes, region, options)
+        data = yield from iter_restore_region(restorer, array, axes, region, options, out)
         seconds = time.perf_counter() - start
         n_plane_axes = len(region.planes) + 2
         pixels = 1
@@ -484,6 +488,7 @@ class RestoreWidget(Container):
             seconds=seconds,
             pixels=pixels,
             options={**options, **resolved_tiling(restorer, options)},
+            output_store=store,
         )
 
     def _on_progress(self, step: RegionProgress) -> None:
@@ -505,10 +510,11 @@ class RestoreWidget(Container):
             precision=result.precision,
             seconds=result.seconds,
             pixels=result.pixels,
+            output_store=result.output_store,
         )
         name = output_name(layer.name, self._task, preview)
         kwargs = output_layer_kwargs(layer, region, name, meta)
-        self._add_or_replace(result.data, kwargs, replace=preview or not self.new_layer.value)
+        self._add_or_replace(as_layer_data(result.data), kwargs, replace=preview or not self.new_layer.value)
         self._result_added = True
         self.progress.value = _PROGRESS_STEPS
         self.progress_text.value = f"Done in {format_seconds(result.seconds)}."
