@@ -300,6 +300,7 @@ def run_one(name: str, args: argparse.Namespace) -> None:
             },
             split=splits.as_dict(),
             recipe=cfg["train"],
+            extra_training={"notes": cfg["notes"]} if cfg.get("notes") else None,
             extra_metrics={
                 "val_set": f"{vcfg['count']} fixed {vcfg['patch']}px crops of the validation images"
             },
