@@ -79,10 +79,21 @@ def measure(
     steps: int = 10,
     warmup: int = 2,
     channels: int = 3,
+    weights: str | None = None,
 ) -> dict:
-    """Time ``steps`` training steps; returns a dict with ``patches_per_s`` and settings."""
+    """Time ``steps`` training steps; returns a dict with ``patches_per_s`` and settings.
+
+    ``weights`` (a registry name or file) starts from a trained model instead of a
+    random one; ``agree_db`` is only meaningful for trained weights.
+    """
     torch.manual_seed(0)
-    model = HINet(channels, wf=wf, depth=depth)
+    if weights:
+        from napari_hinet.checkpoints import load_model
+
+        model = load_model(weights).float().train()
+        wf, depth, channels = model.config["wf"], model.config["depth"], model.config["in_chn"]
+    else:
+        model = HINet(channels, wf=wf, depth=depth)
     cfg = TrainConfig(
         steps=steps + warmup, batch_size=batch, patch_size=patch, precision=precision, device=device, lr=1e-4
     )
@@ -108,6 +119,7 @@ def measure(
         "final_loss": round(losses[-1], 4),
         "agree_db": round(_agreement_db(trainer.model, trainer.precision, device, 4, patch), 2),
         "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+        "weights": weights or "random init",
     }
 
 
@@ -120,6 +132,7 @@ def run_table(
     patch=64,
     steps=10,
     warmup=2,
+    weights: str | None = None,
 ) -> list[dict]:
     """:func:`measure` for every width x precision; prints a table as it goes."""
     rows = []
@@ -128,10 +141,10 @@ def run_table(
     )
     for wf in widths:
         for prec in precisions:
-            r = measure(wf, depth, prec, device, batch, patch, steps, warmup)
+            r = measure(wf, depth, prec, device, batch, patch, steps, warmup, weights=weights)
             rows.append(r)
             print(
-                f"{wf:>4} {depth:>5} {r['precision']:>9} {batch:>5} {patch:>5} {r['s_per_step']:>8.3f} "
+                f"{r['wf']:>4} {r['depth']:>5} {r['precision']:>9} {batch:>5} {patch:>5} {r['s_per_step']:>8.3f} "
                 f"{r['patches_per_s']:>10.1f} {r['agree_db']:>9.1f}",
                 flush=True,
             )
@@ -149,13 +162,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--weights", default=None, help="start from these trained weights (name or file)")
     p.add_argument("--json", default=None, help="write the rows and machine info here")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {load}")
-    rows = run_table(a.widths, a.precisions, a.device, a.depth, a.batch, a.patch, a.steps, a.warmup)
+    widths = [0] if a.weights else a.widths  # the weights fix the width
+    rows = run_table(widths, a.precisions, a.device, a.depth, a.batch, a.patch, a.steps, a.warmup, a.weights)
     if a.json:
         info = {
             "machine": platform.platform(),
