@@ -427,7 +427,7 @@ def restore_layer(layer: napari.layers.Image, run: _CommandRun) -> LayerDataTupl
         task=run.task,
         source_layer=layer.name,
         region=region,
-        options={**options, **resolved_tiling(restorer, options)},
+        options={**options, **resolved_tiling(restorer, data.shape, axes, options)},
         device=restorer_device(restorer),
         precision=restorer_precision(restorer),
         seconds=seconds,
@@ -442,21 +442,22 @@ def restorer_metadata(restorer: Any) -> dict[str, Any]:
     return dict(getattr(restorer, "metadata", None) or {})
 
 
-def resolved_tiling(restorer: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """The tile size and overlap a run really uses ("auto" resolved), for the provenance.
+def resolved_tiling(
+    restorer: Any, shape: Sequence[int], axes: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The tiling a run on data of ``shape`` really uses ("auto" resolved by the engine), for the provenance.
 
-    Mirrors the engine's rule: tile = the model's patch size unless given, at
-    least two network blocks, rounded up to the block size; overlap = tile // 4
-    unless given. ``tiling="none"`` uses whole planes (no tile, no overlap).
+    Returns ``tiling``, ``tile`` and ``overlap`` (``None`` where the tiling has
+    none) from :meth:`napari_hinet.engine.Restorer.plan`.
     """
-    tiling = options.get("tiling", "blend")
-    if tiling == "none":
-        return {"tiling": tiling, "tile": None, "overlap": None}
-    block = int(restorer.size_multiple)
-    tile = max(int(options.get("tile") or restorer.patch_size), 2 * block)
-    tile = -(-tile // block) * block
-    overlap = options.get("overlap")
-    return {"tiling": tiling, "tile": tile, "overlap": tile // 4 if overlap is None else int(overlap)}
+    plan = restorer.plan(
+        tuple(shape),
+        axes=axes,
+        tile=options.get("tile"),
+        overlap=options.get("overlap"),
+        tiling=options.get("tiling", "blend"),
+    )
+    return {"tiling": plan["tiling"], "tile": plan["tile"], "overlap": plan["overlap"]}
 
 
 def restorer_device(restorer: Any) -> str:

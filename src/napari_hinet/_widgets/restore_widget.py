@@ -487,7 +487,7 @@ class RestoreWidget(Container):
             precision=restorer_precision(restorer),
             seconds=seconds,
             pixels=pixels,
-            options={**options, **resolved_tiling(restorer, options)},
+            options={**options, **resolved_tiling(restorer, data.shape, axes, options)},
             output_store=store,
         )
 
