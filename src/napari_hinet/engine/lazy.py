@@ -48,6 +48,7 @@ dependency (its weights as bytes), not once per task.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -181,6 +182,7 @@ class _Plan:
     forwards: int
     clip: tuple[float, float] | None
     result_dtype: str
+    threads: int  # torch threads of the caller: used by local (threaded) schedulers
 
     def grid(self) -> TileGrid:
         return plan_grid(self.height, self.width, self.tiling, self.tile, self.overlap)
@@ -300,6 +302,7 @@ def _restore_block(
 ) -> np.ndarray:
     """Restore the core of one overlapped block (see the module docstring)."""
     restorer = get_restorer(model, task, device, precision, compile)
+    _match_threads(plan.threads)
     location = block_info[None]["array-location"]
     yi, xi = plan.axes.index("Y"), plan.axes.index("X")
     (a, b), (c, d) = location[yi], location[xi]
@@ -374,6 +377,30 @@ def _restore_block(
             alpha = lay.read(block, p, a - y_in, b - y_in, c - x_in, d - x_in)[3]
             _write_core(out_lay, out, p, 3, alpha.astype(dtype, copy=False))
     return out
+
+
+def _on_distributed_worker() -> bool:
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def _match_threads(threads: int) -> None:
+    """Run a local scheduler's thread with the caller's torch threads.
+
+    A dask pool thread keeps the thread count it was created with, and a
+    different count changes the summation order inside convolutions (last
+    bits). Workers of a distributed cluster keep their own setting.
+    """
+    import torch
+
+    if torch.get_num_threads() != threads and not _on_distributed_worker():
+        torch.set_num_threads(threads)
 
 
 def _per_plane(maps: np.ndarray, n_planes: int) -> list[np.ndarray]:
@@ -548,6 +575,7 @@ def restore_dask(
         forwards=total_tiles // max(1, opts.batch_size or planner._auto_batch(tile_pixels, total_tiles)),
         clip=output_clip(dtype, normalization_used),
         result_dtype=result_dtype.name,
+        threads=_torch_threads(),
     )
     depth = {yi: plan.depth_y, xi: plan.depth_x}
     xo = da.overlap.overlap(x, depth=depth, boundary="none") if any(depth.values()) else x
@@ -577,6 +605,12 @@ def restore_dask(
         return result
     _store(result, out, progress, cancel)
     return out
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _keep_dims(layout: Layout) -> tuple[Any, ...]:
