@@ -172,6 +172,15 @@ def test_plan_jobs_names_and_clashes(tmp_path):
     assert cli.plan_jobs([folder / "a.tif"], tmp_path / "x.ome.zarr")[0].target == tmp_path / "x.ome.zarr"
     with pytest.raises(cli.UsageError, match="looks like a file name"):
         cli.plan_jobs([folder / "a.tif", folder / "b.png"], tmp_path / "x.tif")
+    # an output folder inside the input folder is not searched for inputs
+    (folder / "restored").mkdir()
+    (folder / "restored" / "a.tif").write_bytes(b"")
+    jobs = cli.plan_jobs([folder], folder / "restored", recursive=True)
+    assert [j.target.relative_to(folder / "restored").as_posix() for j in jobs] == [
+        "a.tif",
+        "b.png",
+        "sub/c.jpg",
+    ]
     other = tmp_path / "other"
     other.mkdir()
     (other / "a.tif").write_bytes(b"")

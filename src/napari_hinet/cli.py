@@ -424,7 +424,12 @@ def plan_jobs(
         if imio.is_supported(path) and (path.is_file() or imio.file_format(path) in ("zarr", "ome-zarr")):
             pairs.append((path, Path(path.name)))
         elif path.is_dir():
-            found = imio.list_images(path, recursive=recursive)
+            inside = Path(output).resolve()
+            found = [  # never take earlier outputs (an output folder inside the input folder) as inputs
+                f
+                for f in imio.list_images(path, recursive=recursive)
+                if inside not in f.resolve().parents and f.resolve() != inside
+            ]
             if not found:
                 raise UsageError(
                     f"folder {path} holds no supported images ({', '.join(imio.SUPPORTED_SUFFIXES)})"
