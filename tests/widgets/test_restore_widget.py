@@ -383,3 +383,24 @@ def test_large_dask_stack_output_is_written_to_disk_and_shown_lazily(
     assert isinstance(out.data, da.Array) and out.data.shape == stack.shape
     assert (tmp_path / "outputs").is_dir() and out.metadata["napari_hinet"]["output_store"]
     assert np.isfinite(np.asarray(out.data[1])).all()
+
+
+def test_model_follows_gray_or_rgb_image_until_the_user_picks_one(
+    make_napari_viewer, stop_workers, tiny_models, tmp_models_dir
+) -> None:
+    import torch
+
+    from napari_hinet import HINet, save_model
+
+    torch.manual_seed(3)
+    save_model(HINet(in_chn=1, wf=8, depth=3), tmp_models_dir / "tiny-gray.safetensors", task="denoise")
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Denoise")
+    viewer.add_image(np.zeros((32, 32), np.uint16), name="gray")
+    assert widget.model.value == "tiny-gray"
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb", rgb=True)
+    assert widget.model.value == tiny_models["denoise"]
+    widget.model.value = "tiny-gray"  # the user's choice sticks
+    viewer.layers.selection.active = viewer.layers["gray"]
+    viewer.layers.selection.active = viewer.layers["rgb"]
+    assert widget.image.value is viewer.layers["rgb"] and widget.model.value == "tiny-gray"

@@ -115,6 +115,9 @@ class RestoreWidget(Container):
         self._restorer: tuple[tuple, Any] | None = None  # (key, Restorer), reused across runs
         self._checkpoints: list[str] = []  # paths added with "Load checkpoint…"
         self._last_model: Any = None
+        # True while the model follows the image (gray vs RGB); False once the user picks one
+        self._model_auto = True
+        self._setting_model = False
         self._clock = ProgressClock()
         self._result_added = False
 
@@ -173,7 +176,7 @@ class RestoreWidget(Container):
         self._disconnect_layers = connect_layer_list(viewer, self._on_layers_changed)
         viewer.layers.selection.events.active.connect(self._on_active_layer)
         self._select_active_layer()
-        self._on_model_changed(self.model.value)
+        self._describe_model()
         self._on_image_changed(self.image.value)
         _LIVE_WIDGETS.add(self)
 
@@ -212,7 +215,7 @@ class RestoreWidget(Container):
             self.model.reset_choices()
             if value in self._model_values():
                 self.model.value = value
-        self._on_model_changed(self.model.value)
+        self._describe_model()
 
     # ------------------------------------------------------------ events
     def _on_layers_changed(self, _event: Any = None) -> None:
@@ -232,6 +235,10 @@ class RestoreWidget(Container):
     def _on_image_changed(self, layer: Any) -> None:
         stack = layer is not None and layer.ndim > 2
         self.scope.visible = stack
+        if layer is not None and self._worker is None and self._model_auto:
+            suggestion = self._suggest_model(layer)
+            if suggestion is not None and suggestion != self.model.value:
+                self._set_model(suggestion)
         if layer is not None and self._worker is None:
             shape = source_array(layer).shape
             kind = "RGB " if layer.rgb else ""
@@ -250,6 +257,8 @@ class RestoreWidget(Container):
                 self.model.value = self._last_model if self._last_model in values else values[0]
             return
         self._last_model = value
+        if not self._setting_model:
+            self._model_auto = False  # the user chose: stop following the image
         info = self._model_info(value)
         if info is None:
             text = tooltip = f"Checkpoint file {value}" if value else ""
@@ -267,6 +276,37 @@ class RestoreWidget(Container):
             text = tooltip = info.description or f"{info.kind} model for {info.task}"
         self.model_info.value = text
         self.model_info.tooltip = tooltip
+
+    def _describe_model(self) -> None:
+        """Fill the model description for the current model (not counted as the user's choice)."""
+        self._setting_model = True
+        try:
+            self._on_model_changed(self.model.value)
+        finally:
+            self._setting_model = False
+
+    def _set_model(self, value: Any) -> None:
+        """Select a model programmatically (not counted as the user's choice)."""
+        self._setting_model = True
+        try:
+            self.model.value = value
+        finally:
+            self._setting_model = False
+
+    def _suggest_model(self, layer: Any) -> str | None:
+        """The model to use for ``layer`` by default: the task's default if its channels match the
+        layer (gray or RGB), else the first available bundled (then any) model that matches."""
+        from napari_hinet.registry import list_models
+
+        want = "rgb" if layer.rgb else "gray"
+        infos = [m for m in list_models(self._task) if m.available]
+        default = self._default_model()
+        by_name = {m.name: m for m in infos}
+        if default in by_name and by_name[default].channels == want:
+            return default
+        matching = [m for m in infos if m.channels == want]
+        matching.sort(key=lambda m: m.kind != "bundled")
+        return matching[0].name if matching else default
 
     def _model_values(self) -> list[Any]:
         return [c[1] for c in self._model_choices()]
@@ -326,6 +366,7 @@ class RestoreWidget(Container):
             "scope": self.scope.value,
             "new_layer": bool(self.new_layer.value),
             "checkpoints": list(self._checkpoints),
+            "model_chosen": not self._model_auto,
         }
         save_widget_state(self._task, state)
 
@@ -352,6 +393,7 @@ class RestoreWidget(Container):
         if self.model.value == LOAD_CHECKPOINT:
             self.model.value = self._model_values()[0]
         self.new_layer.value = bool(state.get("new_layer", False))
+        self._model_auto = not state.get("model_chosen", False)
 
     def _default_model(self) -> str | None:
         """The registry's default model for the task, else the first available one, else None."""
