@@ -11,7 +11,8 @@ Run it under a virtual X server on a headless machine::
     QT_API=pyqt6 QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" \\
         .venv/bin/python docs/make_screenshots.py [--only denoise_fluo] [--out docs/images]
 
-Models: each widget starts on its default model (the bundled one for the task);
+Models: each widget runs with the model it picks by default for the image (the
+bundled model of the task for gray or RGB images), as a new user would;
 ``--model denoise_photo=hinet-denoise-photo`` overrides one. The script prints
 the status line of every run (device, MP/s) so the numbers can be quoted.
 """
@@ -39,9 +40,9 @@ class Shot:
     model: str | None  # model to select (None: the widget's default)
 
 
-SHOTS = [
-    Shot("denoise_fluo", "noisy_fluorescence", "Denoise", "hinet-denoise-fluo"),
-    Shot("denoise_photo", "noisy_photo", "Denoise", "hinet-denoise-photo"),
+SHOTS = [  # model None: what the widget picks by default for that image (as a new user would run it)
+    Shot("denoise_fluo", "noisy_fluorescence", "Denoise", None),
+    Shot("denoise_photo", "noisy_photo", "Denoise", None),
     Shot("deblur_photo", "blurred_photo", "Deblur", None),
     Shot("derain_photo", "rainy_photo", "Derain", None),
 ]
