@@ -532,26 +532,30 @@ def save_figure(task: str, pool: Path, crop: int, params: dict, restorers: dict)
     _, outputs = evaluate([s], task, condition, ["input", "ours", *classical], params, restorers)
     best = max(classical, key=lambda m: metrics(outputs[(m, s.image, 0)], s.clean)[0])
     panels = [("input", "degraded"), ("ours", "ours (HINet, blind)"), (best, f"best classical: {best}")]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.6))
+    # gray (fluorescence): one display range for all panels, from the clean crop's 99.5th percentile
+    vmax = float(np.percentile(s.clean, 99.5)) if s.clean.shape[-1] == 1 else 1.0
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.9))
     for ax, (key, title) in zip(axes, panels, strict=False):
         out = np.clip(outputs[(key, s.image, 0)], 0, 1)
         p, q = metrics(out, s.clean)
-        _show(ax, out, f"{title}\n{p:.2f} dB / SSIM {q:.3f}")
-    _show(axes[3], s.clean, "clean (held-out test image)")
-    fig.suptitle(f"{task}, {condition}: {image} (center {s.clean.shape[0]}x{s.clean.shape[1]} crop)")
-    fig.tight_layout()
+        _show(ax, out, f"{title}\n{p:.2f} dB / SSIM {q:.3f}", vmax)
+    _show(axes[3], s.clean, "clean (held-out test image)\n", vmax)
+    shown = "" if vmax == 1.0 else f"; display range 0..{vmax:.2f}"
+    fig.suptitle(f"{task}, {condition}: {image} (center {s.clean.shape[0]}x{s.clean.shape[1]} crop{shown})")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     FIGURE_DIR.mkdir(parents=True, exist_ok=True)
     path = FIGURE_DIR / f"quality_{task}.png"
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
 
-def _show(ax, img: np.ndarray, title: str) -> None:
+def _show(ax, img: np.ndarray, title: str, vmax: float = 1.0) -> None:
+    """One panel; gray images use the display range [0, vmax] (the same for every panel)."""
     if img.shape[-1] == 1:
-        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
     else:
-        ax.imshow(img)
+        ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
     ax.set_title(title, fontsize=10)
     ax.axis("off")
 
@@ -602,6 +606,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="keep the records of --out that this run does not recompute (same crop settings)",
     )
     p.add_argument("--figures", action="store_true", help="write docs/images/quality_<task>.png")
+    p.add_argument("--report", action="store_true", help="only print the table and targets of --out")
     args = p.parse_args(argv)
     if args.quick:
         args.crop, args.crops = 128, 1
@@ -651,6 +656,10 @@ def resolve_models(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        saved = json.loads(args.out.read_text())
+        print(markdown_table(saved["rows"]) + "\n\n" + "\n".join(target_lines(saved["targets"])))
+        return 0
     import torch
 
     torch.set_num_threads(args.threads)
