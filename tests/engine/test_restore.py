@@ -335,3 +335,49 @@ def test_auto_precision_self_check(tiny, monkeypatch):
     assert r.dtype == torch.float32 and not r.precision_check["passed"]
     assert r.net.conv_01.weight.dtype == torch.float32
     assert Restorer(tiny, device="cpu", precision="bf16").precision_check is None  # explicit: no check
+
+
+# ---------------------------------------------------------------- out-of-memory back-off
+class _LimitedHINet(HINet):
+    """A HINet on a pretend device with room for ``limit`` input pixels per forward.
+
+    CUDA is not available in the test environment; this raises the same exception type
+    torch raises on a CUDA out-of-memory, so the engine's back-off logic runs for real.
+    """
+
+    limit = 10**9
+
+    def forward(self, x):
+        if x.shape[0] * x.shape[-2] * x.shape[-1] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return super().forward(x)
+
+
+def _limited(limit: int) -> HINet:
+    torch.manual_seed(0)
+    model = _LimitedHINet(wf=8, depth=3).eval()
+    model.limit = limit
+    return model
+
+
+def test_oom_halves_batch_then_matches_small_batches(rng):
+    img = rng.integers(0, 255, (100, 100, 3)).astype(np.uint8)
+    model = _limited(2 * 48 * 48)
+    with pytest.warns(UserWarning, match="retrying with 4") as caught:
+        out = restore(img, model, tile=48, overlap=12, batch_size=8, **CPU)
+    assert any("retrying with 2" in str(w.message) for w in caught)
+    reference = restore(img, _limited(10**9), tile=48, overlap=12, batch_size=1, **CPU)
+    assert np.abs(out.astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_oom_with_one_tile_halves_the_tile(rng):
+    img = rng.integers(0, 255, (2, 70, 70)).astype(np.uint8)
+    model = _limited(40 * 40)
+    with pytest.warns(UserWarning, match="retrying with 32x32 tiles"):
+        out = restore(img, model, tile=64, overlap=16, batch_size=1, **CPU)
+    np.testing.assert_array_equal(out, restore(img, _limited(10**9), tile=32, overlap=8, **CPU))
+
+
+def test_oom_official_tiling_gives_clear_error(rng):
+    with pytest.raises(MemoryError, match="official tiling"):
+        restore(np.zeros((64, 64), np.uint8), _limited(100), tiling="official", tile=64, **CPU)

@@ -314,12 +314,13 @@ class Restorer:
             n = batch.shape[0]
             if n == 1:
                 raise _TileTooLarge from error
-            job.batch_size = max(1, n // 2)
+            half = max(1, n // 2)
+            job.batch_size = min(job.batch_size or half, half)
             warnings.warn(
-                f"Out of memory with {n} tiles per batch on {self.device}; retrying with {job.batch_size}.",
+                f"Out of memory with {n} tiles per batch on {self.device}; retrying with {half}.",
                 stacklevel=3,
             )
-            parts = [self._run_batch(batch[k : k + job.batch_size], job) for k in range(0, n, job.batch_size)]
+            parts = [self._run_batch(batch[:half], job), self._run_batch(batch[half:], job)]
             return np.concatenate(parts)
 
     def _auto_batch(self, tile_pixels: int, total: int) -> int:
