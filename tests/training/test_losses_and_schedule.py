@@ -60,3 +60,13 @@ def test_warmup_then_cosine():
 def test_bad_train_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kwargs)
+
+
+def test_warm_restart_keeps_the_past_schedule():
+    first = TrainConfig(steps=100, lr=1e-3, lr_min=1e-6, warmup_steps=10)
+    longer = TrainConfig(steps=160, lr=1e-3, lr_min=1e-6, warmup_steps=10, restarts=[100], restart_lr=3e-4)
+    assert [lr_at(s, first) for s in range(100)] == [lr_at(s, longer) for s in range(100)]
+    assert lr_at(100, longer) == pytest.approx(3e-4)
+    assert lr_at(160, longer) == pytest.approx(1e-6)
+    with pytest.raises(ValueError, match="restarts"):
+        TrainConfig(steps=100, warmup_steps=10, restarts=[100])

@@ -61,6 +61,13 @@ class TrainConfig:
             (CUDA AMP with a gradient scaler).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         num_threads: torch CPU threads (``None`` = leave torch's default).
+        restarts: steps at which a new cosine cycle starts (warm restarts), e.g.
+            ``[2000]`` with ``steps=3500``: steps 0..1999 follow exactly the
+            schedule of a 2000-step run, then the rate jumps to ``restart_lr``
+            and decays again until ``steps``. This lets a finished run be
+            continued (raise ``steps``, add the old end to ``restarts``) without
+            changing its past.
+        restart_lr: peak learning rate of the restarted cycles (default ``lr``).
     """
 
     steps: int = 1000
@@ -78,6 +85,8 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "cpu"
     num_threads: int | None = None
+    restarts: list[int] = field(default_factory=list)
+    restart_lr: float | None = None
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "patch_size", "val_every", "checkpoint_every")
@@ -90,17 +99,24 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if self.loss not in ("psnr", "l1"):
             raise ValueError(f"loss must be 'psnr' or 'l1', got {self.loss!r}")
+        self.restarts = sorted(int(r) for r in self.restarts)
+        if any(r <= self.warmup_steps or r >= self.steps for r in self.restarts):
+            raise ValueError(f"restarts must lie between warmup_steps and steps, got {self.restarts}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for the update number ``step`` (0-based): linear warm-up, then cosine."""
+    """Learning rate for the update number ``step`` (0-based): linear warm-up, then cosine
+    decay to ``lr_min`` (restarted at each of ``cfg.restarts``)."""
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(cfg.steps - cfg.warmup_steps, 1)
-    t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * t))
+    bounds = [cfg.warmup_steps, *cfg.restarts, cfg.steps]
+    cycle = sum(1 for r in cfg.restarts if step >= r)
+    start, end = bounds[cycle], bounds[cycle + 1]
+    peak = cfg.lr if cycle == 0 else (cfg.restart_lr if cfg.restart_lr is not None else cfg.lr)
+    t = min(max(step - start, 0) / max(end - start, 1), 1.0)
+    return cfg.lr_min + 0.5 * (peak - cfg.lr_min) * (1.0 + math.cos(math.pi * t))
 
 
 @dataclass
