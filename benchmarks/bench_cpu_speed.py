@@ -44,6 +44,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-compile", action="store_true", help="skip the compile='on' rows")
+    parser.add_argument(
+        "--variants", action="store_true", help="also time channels_last / pure-bf16 forwards"
+    )
     parser.add_argument("--json", help="output path (default benchmarks/results/cpu_speed.json)")
     args = parser.parse_args()
     if args.threads:
@@ -63,6 +66,31 @@ def main() -> None:
 
     for name, dtype in (("bare forward fp32", torch.float32), ("bare forward bf16 autocast", torch.bfloat16)):
         rows.append({"path": name, **timed(bare(dtype), args.repeats)})
+
+    if args.variants:  # what each ingredient of the default path gives, on bare forwards
+        import copy
+
+        cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        pure = copy.deepcopy(cl).to(torch.bfloat16)
+
+        def variant(net, inp, autocast):
+            def run():
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    return net(inp)[-1]
+
+            return run
+
+        for name, run in (
+            ("bare fp32 channels_last", variant(cl, x_cl, False)),
+            ("bare bf16 autocast channels_last", variant(cl, x_cl, True)),
+            (
+                "bare pure bf16 (weights+activations) channels_last",
+                variant(pure, x_cl.to(torch.bfloat16), False),
+            ),
+        ):
+            rows.append({"path": name, **timed(run, args.repeats)})
+        del cl, pure
 
     engines = {
         "engine fp32": Restorer(model, device="cpu", precision="fp32", compile="off"),

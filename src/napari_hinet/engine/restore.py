@@ -24,7 +24,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -55,7 +55,8 @@ from .intensity import (
 from .tiling import TILINGS, BandStitcher, TileGrid, plan_grid, round_up
 
 ProgressCallback = Callable[[int, int], Any]
-CancelToken = "threading.Event | Callable[[], bool] | None"
+#: ``cancel=``: an Event (set = cancel), a callable returning True to cancel, or None.
+CancelToken = Union[threading.Event, Callable[[], bool], None]  # noqa: UP007 (runtime alias)
 
 #: With ``compile="auto"``, compile on the CPU once a run has this many forwards of one shape.
 COMPILE_MIN_FORWARDS = 256
@@ -91,7 +92,7 @@ def is_dask_array(obj: Any) -> bool:
     return type(obj).__module__.startswith("dask") and hasattr(obj, "dask") and hasattr(obj, "chunks")
 
 
-def _is_cancelled(cancel: Any) -> bool:
+def _is_cancelled(cancel: CancelToken) -> bool:
     if cancel is None:
         return False
     if isinstance(cancel, threading.Event) or hasattr(cancel, "is_set"):
@@ -378,7 +379,7 @@ class Restorer:
         image: Any,
         *,
         progress: ProgressCallback | None = None,
-        cancel: Any = None,
+        cancel: CancelToken = None,
         **options: Any,
     ) -> Any:
         """Restore ``image``; same shape, and dtype unless ``out_dtype``/``out`` say otherwise.
@@ -411,7 +412,7 @@ class Restorer:
         normalize_per: str = "plane",
         out: Any = None,
         out_dtype: str | None = None,
-        cancel: Any = None,
+        cancel: CancelToken = None,
     ) -> Generator[tuple[int, int], None, Any]:
         """Generator form of :meth:`restore`: yields ``(done, total)`` tiles, returns the result.
 
@@ -690,7 +691,7 @@ class _Job:
             lay.write(self.out, plane, 3, y0, y1, alpha.astype(self.result_dtype, copy=False))
 
     # ------------------------------------------------------------ run
-    def run(self, cancel: Any) -> Generator[tuple[int, int], None, None]:
+    def run(self, cancel: CancelToken) -> Generator[tuple[int, int], None, None]:
         g = self.grid
         per_plane = len(self.groups) * g.n_tiles
         total = self.layout.n_planes * per_plane
@@ -753,7 +754,7 @@ def restore(
     batch_size: int | None = None,
     tiling: str = "blend",
     progress: ProgressCallback | None = None,
-    cancel: Any = None,
+    cancel: CancelToken = None,
     out: Any = None,
     out_dtype: str | None = None,
     normalization: str = "auto",
