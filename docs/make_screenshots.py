@@ -105,9 +105,9 @@ def restore_shots(shot: Shot, out: Path, app) -> None:
     _save(viewer, app, out / f"{shot.key}_after.png")
 
     # side by side, left to right: degraded | restored | clean
-    clean = viewer.layers.pop(0)
+    clean = viewer.layers[0]
     clean.visible = True
-    viewer.layers.append(clean)
+    viewer.layers.move(0, len(viewer.layers))  # to the top; the selection (and the widget) stay as they are
     grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid
     grid.shape = (1, 3)
     grid.stride = 1

@@ -144,20 +144,35 @@ def image_layer_choices(viewer: Any) -> list[tuple[str, Any]]:
     return [(layer.name, layer) for layer in reversed(viewer.layers) if isinstance(layer, Image)]
 
 
-def connect_layer_list(viewer: Any, callback: Callable[..., Any]) -> Callable[[], None]:
-    """Call ``callback`` whenever layers are added, removed, moved or renamed.
+def connect_layer_list(
+    viewer: Any,
+    callback: Callable[..., Any],
+    owner: Any = None,
+    on_active: Callable[..., Any] | None = None,
+) -> Callable[[], None]:
+    """Call ``callback`` whenever layers are added, removed, moved or renamed
+    (and ``on_active`` when the selected layer changes).
 
-    Returns a function that disconnects it (call it when the widget closes).
+    Returns a function that disconnects them. With ``owner`` (a QWidget), they
+    are disconnected automatically when that widget is destroyed, so a closed
+    dock widget is never called by the viewer again.
     """
     events = viewer.layers.events
-    signals = [events.inserted, events.removed, events.reordered]
+    connections = [(events.inserted, callback), (events.removed, callback), (events.reordered, callback)]
     if hasattr(events, "renamed"):
-        signals.append(events.renamed)
-    for signal in signals:
-        signal.connect(callback)
+        connections.append((events.renamed, callback))
+    if on_active is not None:
+        connections.append((viewer.layers.selection.events.active, on_active))
+    for signal, slot in connections:
+        signal.connect(slot)
 
-    def disconnect() -> None:
-        for signal in signals:
-            signal.disconnect(callback)
+    def disconnect(*_args: Any) -> None:
+        for signal, slot in connections:
+            try:
+                signal.disconnect(slot)
+            except (ValueError, RuntimeError):
+                pass
 
+    if owner is not None:
+        owner.destroyed.connect(disconnect)
     return disconnect

@@ -173,11 +173,11 @@ class FinetuneWidget(Container):
                 self.save_name,
                 buttons,
                 self.progress,
-                Container(widgets=[self.progress_text], labels=False),
+                self.progress_text,
             ]
         )
         self._add_plots()
-        self.append(Container(widgets=[self.status], labels=False))
+        self.append(self.status)
         from qtpy.QtCore import Qt
 
         for label in (self.progress_text, self.status):
@@ -191,7 +191,7 @@ class FinetuneWidget(Container):
         self.stop_button.changed.connect(self.stop)
         self.resume_button.changed.connect(lambda: self.resume())
         self.save_button.changed.connect(lambda: self.save_now())
-        self._disconnect_layers = connect_layer_list(viewer, lambda _e=None: self._reset_layer_choices())
+        self._disconnect_layers = connect_layer_list(viewer, self._reset_layer_choices, owner=self.native)
         self._update_visibility()
 
     def _add_plots(self) -> None:
@@ -214,7 +214,7 @@ class FinetuneWidget(Container):
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return image_layer_choices(self._viewer)
 
-    def _reset_layer_choices(self) -> None:
+    def _reset_layer_choices(self, _event: Any = None) -> None:
         for widget in (self.layer_a, self.layer_b, self.val_a, self.val_b):
             widget.reset_choices()
 

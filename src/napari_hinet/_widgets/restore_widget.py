@@ -119,7 +119,7 @@ class RestoreWidget(Container):
         self._model_auto = True
         self._setting_model = False
         self._clock = ProgressClock()
-        self._result_added = False
+        self._adding_output = False  # the picker keeps the input when napari selects our new output
 
         self.image = ComboBox(label="Image", choices=self._image_choices)
         self.model = ComboBox(label="Model", choices=self._model_choices)
@@ -145,7 +145,7 @@ class RestoreWidget(Container):
             [
                 self.image,
                 self.model,
-                Container(widgets=[self.model_info], labels=False),
+                self.model_info,
                 self.device,
                 self.precision,
                 self.tile,
@@ -157,7 +157,8 @@ class RestoreWidget(Container):
                 buttons,
                 self.preview_button,
                 self.progress,
-                Container(widgets=[self.progress_text, self.status], labels=False),
+                self.progress_text,
+                self.status,
             ]
         )
         from qtpy.QtCore import Qt
@@ -173,8 +174,9 @@ class RestoreWidget(Container):
         self.run_button.changed.connect(lambda: self.run())
         self.cancel_button.changed.connect(self.cancel)
         self.preview_button.changed.connect(lambda: self.preview())
-        self._disconnect_layers = connect_layer_list(viewer, self._on_layers_changed)
-        viewer.layers.selection.events.active.connect(self._on_active_layer)
+        self._disconnect_layers = connect_layer_list(
+            viewer, self._on_layers_changed, owner=self.native, on_active=self._on_active_layer
+        )
         self._select_active_layer()
         self._describe_model()
         self._on_image_changed(self.image.value)
@@ -222,7 +224,7 @@ class RestoreWidget(Container):
         self.image.reset_choices()
 
     def _on_active_layer(self, _event: Any = None) -> None:
-        if self._worker is None:
+        if self._worker is None and not self._adding_output:
             self._select_active_layer()
 
     def _select_active_layer(self) -> None:
@@ -478,7 +480,6 @@ class RestoreWidget(Container):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self.native.destroyed.connect(worker.quit)  # the dock was closed: stop at the next batch
-        self._result_added = False
         self._set_running(True)
         self.progress.value = 0
         self.progress_text.value = "Loading the model…"
@@ -557,7 +558,6 @@ class RestoreWidget(Container):
         name = output_name(layer.name, self._task, preview)
         kwargs = output_layer_kwargs(layer, region, name, meta)
         self._add_or_replace(as_layer_data(result.data), kwargs, replace=preview or not self.new_layer.value)
-        self._result_added = True
         self.progress.value = _PROGRESS_STEPS
         self.progress_text.value = f"Done in {format_seconds(result.seconds)}."
         rate = format_megapixels_rate(result.pixels, result.seconds)
@@ -571,9 +571,15 @@ class RestoreWidget(Container):
 
         layers = self._viewer.layers
         new = Layer.create(data, kwargs, "image")
-        old = next(
-            (lay for lay in layers if lay.name == kwargs["name"] and "napari_hinet" in lay.metadata), None
-        )
+        self._adding_output = True
+        try:
+            return self._insert_output(layers, new, kwargs["name"], replace)
+        finally:
+            self._adding_output = False
+
+    @staticmethod
+    def _insert_output(layers: Any, new: Any, name: str, replace: bool) -> Any:
+        old = next((lay for lay in layers if lay.name == name and "napari_hinet" in lay.metadata), None)
         if replace and old is not None:
             index = layers.index(old)
             layers.remove(old)
@@ -611,12 +617,6 @@ class RestoreWidget(Container):
         """Ask a running worker to stop (used when the widget is closed)."""
         if self._worker is not None:
             self._worker.quit()
-
-    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter/widget teardown
-        try:
-            self._disconnect_layers()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _values(widget: Any) -> list[Any]:
