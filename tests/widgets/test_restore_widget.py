@@ -121,7 +121,8 @@ def test_run_adds_restored_layer_with_geometry_and_provenance(
 
     out = viewer.layers[f"{kind} (HINet denoise)"]
     assert out.data.shape == layer.data.shape
-    assert out.data.dtype == np.float32 and isinstance(out.data, np.ndarray)
+    # output type "auto": an 8-bit RGB photo stays uint8, everything else is float32
+    assert out.data.dtype == (np.uint8 if kind == "rgb" else np.float32) and isinstance(out.data, np.ndarray)
     np.testing.assert_allclose(out.scale, layer.scale)
     np.testing.assert_allclose(out.translate, layer.translate)
     assert out.rgb == layer.rgb

@@ -179,10 +179,12 @@ class FinetuneWidget(Container):
         self._add_plots()
         self.append(self.status)
         from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QSizePolicy
 
         for label in (self.progress_text, self.status):
             label.native.setWordWrap(True)
             label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
         self._restore_state()
         for widget in (self.mode, self.source, self.validation):

@@ -65,7 +65,11 @@ _TILINGS = [
     ("official (HINet grids)", "official"),
     ("none (whole plane)", "none"),
 ]
-_OUT_DTYPES = [("float32", "float32"), ("same as input", "same")]
+_OUT_DTYPES = [
+    ("auto (8-bit RGB stays 8-bit, else float32)", "auto"),
+    ("float32", "float32"),
+    ("same as input", "same"),
+]
 _SCOPES = ["current plane", "whole stack"]
 _PROGRESS_STEPS = 1000
 
@@ -129,7 +133,7 @@ class RestoreWidget(Container):
         self.tile = ComboBox(label="Tile size", choices=_TILES, value=0)
         self.overlap = ComboBox(label="Overlap", choices=_OVERLAPS, value=-1)
         self.tiling = ComboBox(label="Tiling", choices=_TILINGS, value="blend")
-        self.out_dtype = ComboBox(label="Output type", choices=_OUT_DTYPES, value="float32")
+        self.out_dtype = ComboBox(label="Output type", choices=_OUT_DTYPES, value="auto")
         self.scope = RadioButtons(
             label="Scope", choices=_SCOPES, value="whole stack", orientation="horizontal"
         )
@@ -162,10 +166,12 @@ class RestoreWidget(Container):
             ]
         )
         from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QSizePolicy
 
         for label in (self.model_info, self.progress_text, self.status):
             label.native.setWordWrap(True)
             label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.model_info.native.setOpenExternalLinks(True)
 
         self._restore_state()
@@ -346,10 +352,18 @@ class RestoreWidget(Container):
         self.model.value = path
 
     # ------------------------------------------------------------ settings
-    def settings(self) -> Any:
-        """The current choices as a :class:`napari_hinet.settings.RestoreSettings`."""
+    def settings(self, layer: Any = None) -> Any:
+        """The current choices as a :class:`napari_hinet.settings.RestoreSettings`.
+
+        ``layer`` resolves the "auto" output type: an 8-bit RGB image (a photo)
+        keeps its dtype, anything else gets float32 (no rounding or clipping).
+        """
         from napari_hinet.settings import RestoreSettings
 
+        choice = self.out_dtype.value
+        if choice == "auto":
+            eight_bit_rgb = layer is not None and layer.rgb and source_array(layer).dtype == "uint8"
+            choice = "same" if eight_bit_rgb else "float32"
         model = self.model.value
         return RestoreSettings(
             model=None if model in (None, LOAD_CHECKPOINT) else str(model),
@@ -359,7 +373,7 @@ class RestoreWidget(Container):
             tile=self.tile.value or None,
             overlap=None if self.overlap.value < 0 else self.overlap.value,
             tiling=self.tiling.value,
-            out_dtype=None if self.out_dtype.value == "same" else "float32",
+            out_dtype=None if choice == "same" else "float32",
         )
 
     def _save_state(self) -> None:
@@ -369,6 +383,7 @@ class RestoreWidget(Container):
             "new_layer": bool(self.new_layer.value),
             "checkpoints": list(self._checkpoints),
             "model_chosen": not self._model_auto,
+            "output_type": self.out_dtype.value,
         }
         save_widget_state(self._task, state)
 
@@ -384,7 +399,7 @@ class RestoreWidget(Container):
             self.tile: saved.get("tile") or 0,
             self.overlap: -1 if saved.get("overlap") is None else saved.get("overlap"),
             self.tiling: saved.get("tiling"),
-            self.out_dtype: "same" if saved and saved.get("out_dtype") is None else "float32",
+            self.out_dtype: state.get("output_type"),
             self.scope: state.get("scope"),
         }
         for widget, value in wanted.items():
@@ -448,7 +463,7 @@ class RestoreWidget(Container):
             return None
         try:
             check_layer(layer)
-            settings = self.settings()
+            settings = self.settings(layer)
             if settings.model is None:
                 raise ValueError("Choose a model first.")
             info = self._model_info(settings.model)
