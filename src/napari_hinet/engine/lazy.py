@@ -337,6 +337,7 @@ def _restore_block(
     acc: dict[tuple[int, int], np.ndarray] = {}
     wsum: dict[tuple[int, int], np.ndarray] = {}
     bands: dict[tuple[int, int], np.ndarray] = {}
+    remaining = dict.fromkeys(range(lay.n_planes), len(rows) * len(plan.groups) * len(cols))
 
     def tile_input(p: int, gi: int, i: int, j: int) -> np.ndarray:
         key = (p, i)
@@ -365,18 +366,25 @@ def _restore_block(
             if plan.groups[gi][1]:
                 tile = tile.mean(axis=0, keepdims=True)
             _accumulate(acc, wsum, grid, p, gi, i, j, tile, (a, b, c, d))
+            remaining[p] -= 1
+            if remaining[p] == 0:  # plane complete: write it and free its sums
+                sums = [(acc.pop((p, g)), wsum.pop((p, g))) for g in range(len(plan.groups))]
+                _finish_plane(plan, out_lay, out, p, sums, mappings[p], dtype)
+                if lay.has_alpha:
+                    alpha = lay.read(block, p, a - y_in, b - y_in, c - x_in, d - x_in)[3]
+                    out_lay.write(out, p, 3, 0, out_lay.height, alpha.astype(dtype, copy=False))
         start += n
-
-    for p in range(lay.n_planes):
-        for gi, (channels, _) in enumerate(plan.groups):
-            merged = acc[(p, gi)] / wsum[(p, gi)]
-            values = to_output(mappings[p][gi].inverse(merged), dtype, plan.clip)
-            for k, ch in enumerate(channels):
-                _write_core(out_lay, out, p, ch if "C" in plan.axes else None, values[k])
-        if lay.has_alpha:
-            alpha = lay.read(block, p, a - y_in, b - y_in, c - x_in, d - x_in)[3]
-            _write_core(out_lay, out, p, 3, alpha.astype(dtype, copy=False))
     return out
+
+
+def _finish_plane(
+    plan: _Plan, lay: Layout, out: np.ndarray, plane: int, sums: list, mappings: list, dtype: np.dtype
+) -> None:
+    """Weighted sums -> data units -> output dtype, as the engine's band emitter does."""
+    for (acc, wsum), mapping, (channels, _) in zip(sums, mappings, plan.groups, strict=True):
+        values = to_output(mapping.inverse(acc / wsum), dtype, plan.clip)
+        for k, ch in enumerate(channels):
+            lay.write(out, plane, ch if "C" in plan.axes else None, 0, lay.height, values[k])
 
 
 def _on_distributed_worker() -> bool:
@@ -431,10 +439,6 @@ def _accumulate(
         w = w[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
         target += part * w
         wsum[key][ty0 - a : ty1 - a, tx0 - c : tx1 - c] += w
-
-
-def _write_core(lay: Layout, out: np.ndarray, plane: int, channel: int | None, data: np.ndarray) -> None:
-    lay.write(out, plane, channel, 0, lay.height, data)
 
 
 # ----------------------------------------------------------------------------- public
