@@ -41,11 +41,11 @@ def test_result_is_lazy_and_has_input_shape_and_dtype():
     assert out.chunks[0] == (1, 1, 1)
 
 
-@pytest.mark.parametrize("chunk_size", [64, 100, 4096])
+@pytest.mark.parametrize("chunk_size", [64, 4096])
 def test_equals_in_memory_bitwise_with_equal_batches(chunk_size):
     """Same tiles, weights and order: with one tile per forward on both sides the result is identical."""
     rng = np.random.default_rng(1)
-    img = rng.integers(0, 4000, (2, 230, 170), dtype=np.uint16)
+    img = rng.integers(0, 4000, (2, 170, 150), dtype=np.uint16)
     net = tiny()
     ref = restore(img, net, axes="ZYX", batch_size=1, out_dtype="float32", **FP32)
     lz = lazy.restore_dask(
@@ -62,7 +62,7 @@ def test_equals_in_memory_bitwise_with_equal_batches(chunk_size):
 
 def test_equals_in_memory_within_rounding_with_default_batches():
     rng = np.random.default_rng(2)
-    img = rng.integers(0, 4000, (2, 230, 170), dtype=np.uint16)
+    img = rng.integers(0, 4000, (1, 200, 170), dtype=np.uint16)
     net = tiny()
     ref = restore(img, net, axes="ZYX", **FP32)
     out = lazy.restore_dask(da.from_array(img, chunks=(1, 80, 80)), net, axes="ZYX", chunk_size=96, **FP32)
