@@ -381,3 +381,14 @@ def test_oom_with_one_tile_halves_the_tile(rng):
 def test_oom_official_tiling_gives_clear_error(rng):
     with pytest.raises(MemoryError, match="official tiling"):
         restore(np.zeros((64, 64), np.uint8), _limited(100), tiling="official", tile=64, **CPU)
+
+
+@pytest.mark.slow
+def test_compile_on_matches_eager(tiny, rng):
+    """torch.compile (inductor, freezing) gives the eager result; needs a C++ compiler (else falls back)."""
+    img = rng.integers(0, 255, (40, 48, 3)).astype(np.uint8)
+    eager = Restorer(tiny, device="cpu", precision="fp32", compile="off").restore(img, out_dtype="float32")
+    compiled = Restorer(tiny, device="cpu", precision="fp32", compile="on")
+    out = compiled.restore(img, out_dtype="float32")
+    np.testing.assert_allclose(out, eager, atol=0.05)  # 0-255 units
+    assert compiled._compiled or compiled._compile_failed

@@ -59,7 +59,7 @@ ProgressCallback = Callable[[int, int], Any]
 CancelToken = Union[threading.Event, Callable[[], bool], None]  # noqa: UP007 (runtime alias)
 
 #: With ``compile="auto"``, compile on the CPU once a run has this many forwards of one shape.
-COMPILE_MIN_FORWARDS = 256
+COMPILE_MIN_FORWARDS = 1024
 #: Default CPU batch: enough tiles for about this many pixels per forward (small tiles batch up).
 CPU_BATCH_PIXELS = 256 * 256
 #: At most this many tiles per forward on any device.
