@@ -196,3 +196,14 @@ def test_single_image_is_split_into_train_and_validation_strips():
     assert job.data_summary["images"] == 1
     with pytest.raises(ValueError, match="too small to split"):
         FinetuneJob(None, mode="synthetic", clean=_scene(48), degradation="gaussian", config=_cfg())
+
+
+def test_fixed_normalization_rejects_float_data_outside_unit_range():
+    with pytest.raises(ValueError, match="normalization='percentile'"):
+        FinetuneJob(
+            None,
+            mode="synthetic",
+            clean=[c * 255 for c in CLEAN],
+            degradation="gaussian",
+            config=_cfg(normalization="fixed"),
+        )

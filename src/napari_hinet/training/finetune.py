@@ -251,7 +251,14 @@ def _normalize(img: np.ndarray, how: str) -> np.ndarray:
         return (img.astype(np.float32) / np.float32(np.iinfo(img.dtype).max)).astype(np.float32)
     if img.dtype == np.bool_:
         return img.astype(np.float32)
-    return img.astype(np.float32)
+    out = img.astype(np.float32)
+    peak = float(np.nanmax(np.abs(out))) if out.size else 0.0
+    if peak > 2.0:
+        raise ValueError(
+            f"float images with normalization='fixed' must hold intensities in [0, 1], but this one reaches {peak:g}; "
+            "use normalization='percentile' or scale the data to [0, 1]"
+        )
+    return out
 
 
 def _apply_channel_rule(img: np.ndarray, want: int, rule: str | None, what: str) -> np.ndarray:
