@@ -503,6 +503,7 @@ def restore_dask(
     """
     import dask
     import dask.array as da
+    from dask.graph_manipulation import clone
 
     dtype = check_dtype(image.dtype)
     layout = Layout.create(tuple(image.shape), axes, rgb)
@@ -541,12 +542,15 @@ def restore_dask(
         maps: Any = da.from_array(_fixed_maps(dtype, n_groups, x.ndim), chunks=(1,) * x.ndim)
     elif opts.normalize_per == "stack":
         planes, step = _sample_planes(x, layout)
-        parts = [_strided(x[_plane_index(layout, p)][_keep_dims(layout)], layout, step) for p in planes]
+        src = clone(x)  # sampled from its own reads: the sample does not pin input chunks in memory
+        parts = [_strided(src[_plane_index(layout, p)][_keep_dims(layout)], layout, step) for p in planes]
         stack = dask.delayed(_stack_maps, pure=True)(parts, layout.axes, layout.rgb, groups, opts.percentiles)
         maps = da.from_delayed(stack, shape=(1,) * x.ndim, dtype=object, meta=np.empty((0,) * x.ndim, object))
     else:
         step = max(1, math.ceil(math.sqrt(layout.height * layout.width / MAX_SAMPLES)))
-        sample = _strided(x, layout, step)
+        # The maps read the input separately (a clone of its graph): sharing the chunks with the
+        # restore tasks would let dask keep every chunk whose plane was sampled but not yet restored.
+        sample = _strided(clone(x), layout, step)
         sample = sample.rechunk({i: -1 for i, a in enumerate(layout.axes) if a in "YXC"})
         maps = sample.map_blocks(
             _plane_maps_block,
