@@ -8,7 +8,7 @@ It also docks the Fine-tune widget for its screenshot (when it exists).
 
 Run it under a virtual X server on a headless machine::
 
-    QT_API=pyqt6 QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" \\
+    QT_API=pyqt6 QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1200x24" \\
         .venv/bin/python docs/make_screenshots.py [--only denoise_fluo] [--out docs/images]
 
 Models: each widget runs with the model it picks by default for the image (the
@@ -47,6 +47,7 @@ SHOTS = [  # model None: what the widget picks by default for that image (as a n
     Shot("derain_photo", "rainy_photo", "Derain", None),
 ]
 WINDOW = (1500, 900)
+FINETUNE_WINDOW = (1500, 1180)  # the Fine-tune widget is taller
 
 
 def _process(app, seconds: float) -> None:
@@ -72,11 +73,11 @@ def _save(viewer, app, path: Path) -> None:
     print(f"  wrote {path}")
 
 
-def _new_viewer(app):
+def _new_viewer(app, size: tuple[int, int] = WINDOW):
     import napari
 
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(*WINDOW)
+    viewer.window.resize(*size)
     _process(app, 0.5)
     return viewer
 
@@ -123,7 +124,7 @@ def finetune_shot(out: Path, app, steps: int) -> None:
     except ImportError as exc:
         print(f"  skipping Fine-tune: {exc}")
         return
-    viewer = _new_viewer(app)
+    viewer = _new_viewer(app, FINETUNE_WINDOW)
     viewer.open_sample("napari-hinet", "noisy_fluorescence")
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-hinet", "Fine-tune")
     if hasattr(widget, "screenshot_setup"):
@@ -153,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    # never touch the user's saved widget settings
-    os.environ.setdefault("NAPARI_HINET_CONFIG_DIR", tempfile.mkdtemp(prefix="hinet-shots-"))
+    # never touch the user's saved widget settings or models folder (the Fine-tune shot saves a model);
+    # the widgets then offer the bundled models, as on a fresh install
+    os.environ.setdefault("NAPARI_HINET_CONFIG_DIR", tempfile.mkdtemp(prefix="hinet-shots-config-"))
+    os.environ.setdefault("HINET_MODELS_DIR", tempfile.mkdtemp(prefix="hinet-shots-models-"))
     overrides = dict(item.split("=", 1) for item in args.model)
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -17,6 +17,8 @@ from qtpy.QtWidgets import QGridLayout, QLabel, QSizePolicy, QWidget
 def _nice(value: float) -> str:
     if value == 0 or not math.isfinite(value):
         return f"{value:g}"
+    if float(value).is_integer() and abs(value) < 1e7:
+        return str(int(value))
     magnitude = abs(value)
     if magnitude >= 100:
         return f"{value:.0f}"
@@ -143,6 +145,7 @@ class PreviewStrip(QWidget):
             layout.addWidget(picture, 0, column)
             layout.addWidget(label, 1, column)
             self.images.append(picture)
+        self.setMinimumHeight(size + 24)  # images + captions, never squeezed
         self.shown_step: int | None = None
 
     def set_images(self, step: int, inputs: np.ndarray, output: np.ndarray, target: np.ndarray) -> None:

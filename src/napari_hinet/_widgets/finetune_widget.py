@@ -209,6 +209,7 @@ class FinetuneWidget(Container):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.loss_plot)
         layout.addWidget(self.psnr_plot)
+        row.setMinimumHeight(self.loss_plot.minimumHeight())
         self.native.layout().addWidget(row)
         self.native.layout().addWidget(self.preview_strip)
 
