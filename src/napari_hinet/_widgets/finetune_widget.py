@@ -74,7 +74,8 @@ class _Prepared:
 
     summary: str
     steps_done: int
-    history: Any
+    losses: tuple[list[int], list[float]]  # curves so far (not empty after a resume), copied
+    psnr: tuple[list[int], list[float]]
     preview: Any  # (input, output, target) of the first validation patch, or None
 
 
@@ -436,8 +437,14 @@ class FinetuneWidget(Container):
             data, config, base = spec
             self._job = FinetuneJob(None if base == NEW_MODEL else base, config=config, **data)
         job = self._job
-        yield _Prepared(_summary(job), job.steps_done, job.trainer.history, job.trainer.predict_val(0))
         history = job.trainer.history
+        yield _Prepared(
+            _summary(job),
+            job.steps_done,
+            (list(history.steps), list(history.losses)),
+            (list(history.val_steps), list(history.val_psnr)),
+            job.trainer.predict_val(0),
+        )
         for event in job.run(should_stop=self._stop_event.is_set):
             if event.val_psnr is None:
                 yield event, None, None
@@ -453,9 +460,7 @@ class FinetuneWidget(Container):
     # ------------------------------------------------------------ worker signals
     def _on_yielded(self, item: Any) -> None:
         if isinstance(item, _Prepared):
-            history = item.history
-            self._losses = (list(history.steps), list(history.losses))
-            self._psnr = (list(history.val_steps), list(history.val_psnr))
+            self._losses, self._psnr = item.losses, item.psnr
             self.loss_plot.set_data(*self._losses)
             self.psnr_plot.set_data(*self._psnr)
             self._clock.update(item.steps_done, int(self.steps.value))
