@@ -1,4 +1,4 @@
-"""CPU speed of the official-size HINet (wf=64, depth 5) on a 256x256 RGB image.
+"""CPU speed of the official-size HINet (wf=64, depth 5; or ``--model``) on a 256x256 RGB image.
 
 Rows: bare forwards of the model (fp32, bf16 autocast) and the engine
 (``Restorer.restore``) in fp32, in its default CPU path (``precision="auto"``:
@@ -118,7 +118,7 @@ def main() -> None:
         rows.append(row)
 
     print(
-        f"\nHINet wf=64 depth 5 on {args.size}x{args.size} RGB, CPU, {torch.get_num_threads()} threads, "
+        f"\nHINet {dict(model.config)} on {args.size}x{args.size} RGB, CPU, {torch.get_num_threads()} threads, "
         f"weights: {args.model or 'random (seed 0)'}; load now {load_average()}"
     )
     print_table(

@@ -13,7 +13,10 @@ the whole-image result amplified.
 
 Usage:
     python benchmarks/bench_seams.py [--model NAME_OR_PATH] [--image PNG] [--wf 64]
-        [--overlaps 0 16 32 64 128] [--precision fp32] [--no-picture]
+        [--tile T] [--overlaps 0 16 32 64] [--precision fp32] [--no-picture]
+
+``--tile`` defaults to the model's patch size (256 for random weights, 64 for the
+bundled models) and ``--overlaps`` to 0, tile/8, tile/4 (the default) and tile/2.
 
 Without ``--model`` the weights are random: the PSNR against the clean image is
 then meaningless, only the tiled-vs-whole numbers say something.
@@ -53,8 +56,8 @@ def main() -> None:
         help="crop/mirror-extend the image to H W (default 1024 1024)",
     )
     parser.add_argument("--wf", type=int, default=64, help="width of the random model (ignored with --model)")
-    parser.add_argument("--tile", type=int, default=256)
-    parser.add_argument("--overlaps", type=int, nargs="+", default=[0, 16, 32, 64, 128])
+    parser.add_argument("--tile", type=int, default=None, help="default: the model's patch size")
+    parser.add_argument("--overlaps", type=int, nargs="+", default=None)
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--sigma", type=float, default=25.0)
     parser.add_argument("--no-picture", action="store_true")
@@ -68,6 +71,10 @@ def main() -> None:
     )
     noisy = add_noise(clean, args.sigma)
     restorer = Restorer(model, device="cpu", precision=args.precision, compile="off")
+    if args.tile is None:
+        args.tile = restorer.patch_size
+    if args.overlaps is None:
+        args.overlaps = [0, args.tile // 8, args.tile // 4, args.tile // 2]
     common = {"normalization": "fixed", "out_dtype": "float32", "tile": args.tile}
 
     whole = restorer.restore(noisy, tiling="none", **common)
