@@ -2,7 +2,8 @@
 
 Rows (interleaved, so that load changes hit all alike):
   * bare forward: ``model(x)`` in ``torch.inference_mode`` on the prepared float32
-    tensor (1, 3, 512, 512), default memory format;
+    tensor (1, 3, 512, 512), default memory format, and the same in channels_last
+    (what the engine runs, so engine minus this row is the engine's own work);
   * ``Restorer.restore(image, tiling="none")``: uint8 in, uint8 out, model kept loaded;
   * ``restore(image, model, tiling="none")``: the one-shot function (copies the
     model, then the same as above).
@@ -14,6 +15,7 @@ Usage: python benchmarks/bench_overhead.py [--size 512] [--repeats 3] [--threads
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -46,8 +48,16 @@ def main() -> None:
         with torch.inference_mode():
             return model(x)[-1]
 
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def bare_cl():
+        with torch.inference_mode():
+            return model_cl(x_cl)[-1]
+
     cases = {
         "bare forward (fp32)": bare,
+        "bare forward channels_last (fp32)": bare_cl,
         "Restorer.restore (fp32, untiled)": lambda: restorer.restore(image, **options),
         "restore() one-shot (fp32, untiled)": lambda: restore(
             image, model, device="cpu", precision="fp32", compile="off", **options

@@ -173,7 +173,7 @@ class Restorer:
             torch.set_num_threads(default_threads())
         source, owned = self._load(model, task)
         self.metadata: dict[str, Any] = dict(getattr(source, "metadata", {}) or {})
-        self.config: dict[str, Any] = dict(source.config)
+        self.config: dict[str, Any] = dict(source.config)  # before size_multiple is used
         #: Result of the low-precision self-check (``precision="auto"`` only): PSNR in dB of a
         #: low-precision forward against float32 on a fixed synthetic image, and whether it passed.
         self.precision_check: dict[str, Any] | None = None
@@ -228,12 +228,12 @@ class Restorer:
         rng = np.random.default_rng(0)
         base = 0.5 + 0.3 * np.sin(x / 5.0) * np.cos(y / 7.0) + 0.1 * (x > 32)
         image = np.clip(base[None] + rng.normal(0, 0.08, (c, 64, 64)), 0, 1).astype(np.float32)
-        tensor = torch.from_numpy(image)[None].to(self.device)
+        tensor, _ = pad_to_valid(torch.from_numpy(image)[None].to(self.device), self.size_multiple)
         low = self.dtype
         probe = copy.deepcopy(source).eval().requires_grad_(False).to(self.device)
         with torch.inference_mode():
             reference = probe(tensor)[-1].float()
-            self.net, self.dtype = self._prepare(probe, True), low
+            self.net = self._prepare(probe, True)  # the low-precision network, as it will run
             result = self._forward_eager(tensor.contiguous(memory_format=torch.channels_last)).float()
         del self.net
         mse = float(((result - reference) ** 2).mean())
