@@ -81,24 +81,23 @@ class LayoutError(CheckpointError):
 
 # ----------------------------------------------------------------- official layouts
 
-# Architectures of the five released checkpoints (several share one layout).
-_LAYOUT_CONFIGS: dict[str, dict[str, Any]] = {}
-_LAYOUT_MEMBERS: dict[str, list[str]] = {}
-for _ckpt in OFFICIAL_CHECKPOINTS:
-    _existing = next((k for k, v in _LAYOUT_CONFIGS.items() if v == _ckpt.config), None)
-    if _existing is None:
-        _LAYOUT_CONFIGS[_ckpt.name] = dict(_ckpt.config)
-        _LAYOUT_MEMBERS[_ckpt.name] = [_ckpt.name]
-    else:
-        _LAYOUT_MEMBERS[_existing].append(_ckpt.name)
+
+def _official_layouts() -> dict[str, dict[str, Any]]:
+    """Layout name -> config; checkpoints sharing an architecture share one layout.
+
+    E.g. ``"HINet-SIDD-1x / HINet-Rain13k layout"``.
+    """
+    members: dict[tuple, list[str]] = {}
+    configs: dict[tuple, dict[str, Any]] = {}
+    for ckpt in OFFICIAL_CHECKPOINTS:
+        key = tuple(sorted(ckpt.config.items()))
+        members.setdefault(key, []).append(ckpt.name)
+        configs[key] = dict(ckpt.config)
+    return {" / ".join(names) + " layout": configs[key] for key, names in members.items()}
 
 
-def _layout_name(first: str) -> str:
-    return " / ".join(_LAYOUT_MEMBERS[first]) + " layout"
-
-
-#: layout name (e.g. "HINet-SIDD-1x / HINet-Rain13k layout") -> HINet config
-OFFICIAL_LAYOUTS: dict[str, dict[str, Any]] = {_layout_name(k): v for k, v in _LAYOUT_CONFIGS.items()}
+#: layout name -> HINet config of the three architectures of the five released checkpoints
+OFFICIAL_LAYOUTS: dict[str, dict[str, Any]] = _official_layouts()
 
 
 def expected_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
