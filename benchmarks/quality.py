@@ -439,11 +439,24 @@ def evaluate(samples: list[Sample], task: str, condition: str, methods: list[str
     return records, outputs
 
 
-def summarize(records: list[Record]) -> list[dict]:
-    """Mean PSNR/SSIM and total seconds / total megapixels per (task, condition, method)."""
+#: Test photos that are mostly smooth or out of focus (2x-downscaled wallpapers with
+#: bokeh): methods rank differently on them, so the report also splits by subset.
+SMOOTH_IMAGES = ("natural/plasma/Kite.jpg", "natural/mate/LadyBird.jpg")
+
+
+def subset_of(image: str) -> str:
+    """``"microscopy"``, ``"smooth"`` (:data:`SMOOTH_IMAGES`) or ``"textured"`` (other photos)."""
+    if image.startswith("microscopy/"):
+        return "microscopy"
+    return "smooth" if image.split(" ")[0] in SMOOTH_IMAGES else "textured"
+
+
+def summarize(records: list[Record], by_subset: bool = False) -> list[dict]:
+    """Mean PSNR/SSIM and total seconds / total megapixels per (task, condition[, subset], method)."""
     groups: dict[tuple, list[Record]] = {}
     for r in records:
-        groups.setdefault((r.task, r.condition, r.method), []).append(r)
+        cond = f"{r.condition} {subset_of(r.image)}" if by_subset else r.condition
+        groups.setdefault((r.task, cond, r.method), []).append(r)
     order = {m: i for i, m in enumerate(ALL_METHODS)}
     rows = []
     for (task, cond, method), rs in sorted(
@@ -659,6 +672,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         saved = json.loads(args.out.read_text())
         print(markdown_table(saved["rows"]) + "\n\n" + "\n".join(target_lines(saved["targets"])))
+        if "rows_by_subset" in saved:
+            print("\nBy subset (smooth = " + ", ".join(SMOOTH_IMAGES) + "):\n")
+            print(markdown_table(saved["rows_by_subset"]))
         return 0
     import torch
 
@@ -722,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": ours_models,
         "classical_parameters": params_all,
         "rows": rows,
+        "rows_by_subset": summarize(records, by_subset=True),
         "targets": checks,
         "records": [asdict(r) for r in records],
     }
