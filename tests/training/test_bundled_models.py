@@ -19,7 +19,7 @@ CASES = {
     "hinet-denoise-fluo": ("gray", lambda x: degrade.poisson_gaussian(x, 20, 0.4, 0), 5.0),
     "hinet-denoise-photo": ("rgb", lambda x: degrade.gaussian(x, 25, 0), 5.0),
     "hinet-deblur-photo": ("rgb", lambda x: degrade.motion_blur(x, 0)[0], 0.5),
-    "hinet-derain-photo": ("rgb", lambda x: degrade.rain(x, 0, "heavy"), 3.0),
+    "hinet-derain-photo": ("rgb", lambda x: degrade.rain(x, 0, "heavy"), 6.0),
 }
 
 
