@@ -7,7 +7,7 @@ the full size. ``--measure`` GB of it (the first planes) are actually computed,
 so that a 10 GB graph can be checked on a slow machine; the time for the whole
 stack is extrapolated from the measured part (said so in the output).
 
-Reported: peak resident memory (``ru_maxrss``) of every process that did work,
+Reported: peak resident memory (``VmHWM``, else ``ru_maxrss``) of every process that did work,
 the resident memory before the run (imports + model), throughput in megapixels
 and input megabytes per second, and the extrapolated time for the full stack.
 Target: peak RSS <= 3 GB per process.
@@ -43,19 +43,31 @@ RESULTS = Path(__file__).resolve().parent / "results"
 GB = 1024**3
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (Linux ``ru_maxrss`` is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def current_rss_bytes() -> int:
+def _status_bytes(field: str) -> int | None:
+    """A ``/proc/self/status`` memory field (Linux) in bytes, or None."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return peak_rss_bytes()
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far.
+
+    ``VmHWM`` from ``/proc/self/status`` where available: unlike ``ru_maxrss``, it
+    is not inherited from the parent across fork + exec (a child of a large
+    process would otherwise report the parent's size).
+    """
+    hwm = _status_bytes("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def current_rss_bytes() -> int:
+    rss = _status_bytes("VmRSS")
+    return rss if rss is not None else peak_rss_bytes()
 
 
 def synthetic_block(block_info: dict | None = None, *, seed: int = 0) -> np.ndarray:
@@ -116,12 +128,7 @@ def make_model(spec: str, folder: Path) -> str:
 
 
 def _worker_peaks(client: Any) -> dict[str, int]:
-    def peak() -> int:
-        import resource as r
-
-        return r.getrusage(r.RUSAGE_SELF).ru_maxrss * 1024
-
-    return client.run(peak)
+    return client.run(peak_rss_bytes)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
