@@ -67,6 +67,13 @@ def _wait(app, widget, timeout: float = 900.0) -> None:
     _process(app, 0.5)
 
 
+def _fit(viewer, app) -> None:
+    """Fit the data to the canvas once the docked widget has taken its width."""
+    _process(app, 0.5)
+    viewer.reset_view()
+    _process(app, 0.2)
+
+
 def _save(viewer, app, path: Path) -> None:
     _process(app, 0.3)
     viewer.screenshot(str(path), canvas_only=False)
@@ -94,7 +101,7 @@ def restore_shots(shot: Shot, out: Path, app) -> None:
         widget.model.value = shot.model
     degraded = viewer.layers[-1]
     widget.image.value = degraded
-    viewer.reset_view()
+    _fit(viewer, app)
     _save(viewer, app, out / f"{shot.key}_before.png")
 
     widget.run_button.clicked.emit()  # what a click does
@@ -113,7 +120,7 @@ def restore_shots(shot: Shot, out: Path, app) -> None:
     grid.shape = (1, 3)
     grid.stride = 1
     grid.enabled = True
-    viewer.reset_view()
+    _fit(viewer, app)
     _save(viewer, app, out / f"{shot.key}_compare.png")
     viewer.close()
 
@@ -129,6 +136,7 @@ def finetune_shot(out: Path, app, steps: int) -> None:
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-hinet", "Fine-tune")
     if hasattr(widget, "screenshot_setup"):
         widget.screenshot_setup(steps=steps)
+    _fit(viewer, app)
     _save(viewer, app, out / "finetune_before.png")
     if hasattr(widget, "start"):
         widget.start()
