@@ -58,8 +58,11 @@ ProgressCallback = Callable[[int, int], Any]
 #: ``cancel=``: an Event (set = cancel), a callable returning True to cancel, or None.
 CancelToken = Union[threading.Event, Callable[[], bool], None]  # noqa: UP007 (runtime alias)
 
-#: With ``compile="auto"``, compile on the CPU once a run has this many forwards of one shape.
-COMPILE_MIN_FORWARDS = 1024
+#: ``compile="auto"`` compiles on the CPU only for runs with at least this many forwards of one
+#: tile shape; ``None`` = never (the current choice). Measured (docs/performance.md): compiling
+#: saves ~12 % per forward on an idle machine but costs 10-60 s up front, and its many small
+#: OpenMP regions made it ~5x slower than eager while other processes shared the cores.
+COMPILE_MIN_FORWARDS: int | None = None
 #: Default CPU batch: enough tiles for about this many pixels per forward (small tiles batch up).
 CPU_BATCH_PIXELS = 256 * 256
 #: At most this many tiles per forward on any device.
@@ -145,9 +148,9 @@ class Restorer:
         task: ``"denoise"`` (default), ``"deblur"`` or ``"derain"``; used when ``model`` is None.
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"`` (see :mod:`.devices`).
-        compile: ``"auto"`` (CPU: compile once a run has many tiles of one
-            shape), ``"on"`` or ``"off"``; a failed compile falls back to eager
-            with a warning.
+        compile: ``"on"`` runs ``torch.compile`` (inductor, frozen weights; needs a C++
+            compiler; a failed compile falls back to eager with a warning), ``"off"``
+            never; ``"auto"`` follows :data:`COMPILE_MIN_FORWARDS` (currently: off).
 
     Attributes:
         device: the ``torch.device`` in use.
@@ -276,7 +279,10 @@ class Restorer:
         if shape in self._compiled:
             return self._compiled[shape]
         wanted = self.compile_mode == "on" or (
-            self.compile_mode == "auto" and self.device.type == "cpu" and forwards >= COMPILE_MIN_FORWARDS
+            self.compile_mode == "auto"
+            and self.device.type == "cpu"
+            and COMPILE_MIN_FORWARDS is not None
+            and forwards >= COMPILE_MIN_FORWARDS
         )
         if not wanted or self._compile_failed:
             return self._forward_eager
