@@ -51,8 +51,9 @@ class RestoreSettings:
         normalize_per: ``"plane"`` (each 2-D plane on its own) or ``"stack"``
             (one low/high pair per channel group for the whole stack).
         out_dtype: ``None`` (same dtype as the input) or ``"float32"``.
-        compile: ``"auto"``, ``"on"`` or ``"off"``: ``torch.compile`` the model
-            (CPU only; see docs/performance.md).
+        compile: ``"on"`` runs the model through ``torch.compile``; ``"auto"``
+            (currently the same as ``"off"``) and ``"off"`` run eagerly (see
+            docs/engine.md, "compile").
     """
 
     model: str | None = None
