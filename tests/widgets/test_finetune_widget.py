@@ -214,3 +214,12 @@ def test_other_modes_and_folder_sources_train_and_save(
     wait_for(widget, timeout=240_000)
     assert widget.last_result is not None and widget.last_result.path.is_file(), widget.status.value
     assert len(widget.psnr_plot.points) >= 2
+
+
+def test_gray_layers_fine_tune_an_rgb_base_model(make_napari_viewer, stop_workers, tiny_models, wait_for):
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Fine-tune")
+    _setup(viewer, widget, tiny_models["denoise"], steps=2, name="rgb-base-gray-data")  # a 3-channel model
+    widget.start()
+    wait_for(widget, timeout=240_000)
+    assert widget.last_result is not None and widget.last_result.path.is_file(), widget.status.value

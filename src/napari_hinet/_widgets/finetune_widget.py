@@ -223,9 +223,12 @@ class FinetuneWidget(Container):
             widget.reset_choices()
 
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
-        from napari_hinet.registry import list_models
+        from napari_hinet.registry import DEFAULT_MODELS, list_models
 
-        choices = [(f"{m.name} ({m.task}, {m.kind})", m.name) for m in list_models() if m.available]
+        models = [m for m in list_models() if m.available]
+        defaults = list(DEFAULT_MODELS.values())  # the bundled default models first, denoise first
+        models.sort(key=lambda m: defaults.index(m.name) if m.name in defaults else len(defaults))
+        choices = [(f"{m.name} ({m.task}, {m.kind})", m.name) for m in models]
         choices.append(("new HINet (train from scratch)", NEW_MODEL))
         return choices
 
@@ -322,7 +325,10 @@ class FinetuneWidget(Container):
                 args.update(val_inputs=val_a, val_targets=val_b)
         return args
 
-    def _config(self, name: str, resume: bool) -> Any:
+    def _config(self, name: str, resume: bool, rgb: bool | None = None) -> Any:
+        """The FinetuneConfig of the form. ``rgb`` (the data's kind, None if unknown) sets the
+        channel rule as inference does: gray data is copied into R, G, B for an RGB model, RGB
+        data becomes luminance for a gray model."""
         from napari_hinet.training import FinetuneConfig
 
         steps = int(self.steps.value)
@@ -336,6 +342,7 @@ class FinetuneWidget(Container):
             checkpoint_every=int(self.val_every.value),
             device=str(self.device.value),
             val_fraction=float(self.val_fraction.value),
+            channel_rule=None if rgb is None else ("gray" if rgb else "replicate"),
             run_dir=str(runs_dir() / name),
             resume=resume,
             name=name,
@@ -398,9 +405,10 @@ class FinetuneWidget(Container):
         try:
             name = self._name()
             job = self._job if (resume and self._job is not None) else None
-            spec = (
-                None if job is not None else (self._data(), self._config(name, resume), self.base_model.value)
-            )
+            spec = None
+            if job is None:
+                data = self._data()
+                spec = (data, self._config(name, resume, data.get("rgb")), self.base_model.value)
         except ValueError as exc:
             self._fail(str(exc))
             return None
@@ -544,6 +552,8 @@ class FinetuneWidget(Container):
         self.source.value = "layers"
         self.layer_a.value = layers["nuclei (noisy)"]
         self.layer_b.value = layers["nuclei (clean)"]
+        if "hinet-denoise-fluo" in list(self.base_model.choices):
+            self.base_model.value = "hinet-denoise-fluo"
         self.steps.value = steps
         self.val_every.value = max(1, steps // 6)
         self.save_name.value = "nuclei-finetuned-demo"
