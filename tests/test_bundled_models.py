@@ -47,7 +47,7 @@ class Case:
 
 
 #: min_gain_db: about half the gain the exported model reaches on exactly this sample
-#: (measured 7.0, 9.0, 1.06 (mean of 3 kernels) and 11.9 dB; docs/models.md).
+#: (measured 7.0, 9.2, 1.06 (mean of 3 kernels) and 11.9 dB; docs/models.md).
 CASES = (
     Case("hinet-denoise-fluo", "denoise", "gray", 4.0),
     Case("hinet-denoise-photo", "denoise", "rgb", 5.0),
