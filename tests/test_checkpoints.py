@@ -373,3 +373,13 @@ def test_missing_file_and_unknown_name(tmp_models_dir: Path, tmp_path: Path):
 def test_expected_shapes_cost_no_memory():
     shapes = expected_shapes(BY_NAME["HINet-SIDD-1x"]["constructor_kwargs"])
     assert [[k, list(s)] for k, s in shapes.items()] == BY_NAME["HINet-SIDD-1x"]["state_dict"]
+
+
+def test_saved_model_is_readable_by_others(tmp_path: Path):
+    # A model saved into a shared folder (or the package) must not be private to its writer.
+    old = os.umask(0o022)
+    try:
+        path = save_model(small_model(), tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -524,6 +524,10 @@ def save_model(
         save_file(tensors, tmp, metadata={METADATA_KEY: text, "format": f"napari-hinet-v{FORMAT_VERSION}"})
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp creates 0600 files; a saved model is an ordinary readable file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
