@@ -241,10 +241,22 @@ def _check_pairs(a: list[np.ndarray], b: list[np.ndarray], names: list[str], lab
             )
 
 
-def _normalize(img: np.ndarray, how: str) -> np.ndarray:
+def _percentile_range(img: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(img, [1.0, 99.8])
+    return float(lo), float(hi)
+
+
+def _normalize(img: np.ndarray, how: str, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Scale ``img`` to the network's [0, 1] units.
+
+    With ``how="percentile"``, ``value_range`` (lo, hi) is the range mapped to 0..1; by
+    default the image's own 1st..99.8th percentiles. The images of one training
+    pair must share one range (the input's), as at inference, where the output
+    is mapped back with the input's range.
+    """
     if how == "percentile":
-        lo, hi = np.percentile(img, [1.0, 99.8])
-        return ((img.astype(np.float32) - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
+        lo, hi = _percentile_range(img) if value_range is None else value_range
+        return ((img.astype(np.float32) - lo) / max(hi - lo, 1e-6)).astype(np.float32)
     if img.dtype == np.uint8:
         return img  # kept as uint8; patches are divided by 255 when cut (saves memory)
     if np.issubdtype(img.dtype, np.integer):
@@ -363,14 +375,22 @@ class FinetuneJob:
         )
 
         # --- normalise, convert channels, check sizes --------------------------------
-        def prep(ims, what):
+        def prep(groups, what):
+            # groups[k][i]: image i of input/target list k. Percentile ranges come from
+            # the input (k = 0) and are shared by the images of each pair.
+            ranges = [
+                _percentile_range(im) if self.normalization == "percentile" else None for im in groups[0]
+            ]
             return [
-                _apply_channel_rule(_normalize(im, self.normalization), want, cfg.channel_rule, what)
-                for im in ims
+                [
+                    _apply_channel_rule(_normalize(im, self.normalization, r), want, cfg.channel_rule, what)
+                    for im, r in zip(ims, ranges, strict=True)
+                ]
+                for ims in groups
             ]
 
-        train = [prep(ims, "the training data") for ims in train]
-        val = [prep(ims, "the validation data") for ims in val] if val is not None else None
+        train = prep(train, "the training data")
+        val = prep(val, "the validation data") if val is not None else None
         multiple = int(getattr(self.model, "size_multiple", 2 ** (int(self.model.config["depth"]) - 1)))
         if cfg.patch_size % multiple:
             raise ValueError(
