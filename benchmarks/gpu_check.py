@@ -13,8 +13,8 @@ Sections, each printed as a table and saved to benchmarks/results/gpu_check_<dev
 4. out-of-memory back-off: the device memory is capped with
    ``torch.cuda.set_per_process_memory_fraction`` and a run with a large batch
    and tile must finish with the back-off warnings (CUDA only).
-5. hooks: functions in :data:`EXTRA_CHECKS` (e.g. training throughput, added by
-   the training code) run last.
+5. training throughput (patches/s, wf=16 and wf=64) and any other function in
+   :data:`EXTRA_CHECKS`, run last.
 
 Usage:
     python benchmarks/gpu_check.py                 # CUDA
@@ -37,9 +37,27 @@ from _engine_common import ROOT, add_noise, build_model, clean_image, print_tabl
 from napari_hinet import Restorer
 from napari_hinet.model import HINet
 
-#: Extra checks run at the end: ``fn(device, quick) -> list of result rows``. The training
-#: code appends its throughput check here (see the module docstring).
+#: Extra checks run at the end: ``fn(device, quick) -> list of result rows``.
 EXTRA_CHECKS: list[Callable[[torch.device, bool], list[dict[str, Any]]]] = []
+
+
+def training_throughput(device: torch.device, quick: bool) -> list[dict[str, Any]]:
+    """Training patches per second for wf=16 and wf=64 (issue 5), via bench_training."""
+    from bench_training import run_table
+
+    precisions = ("fp32", "bf16") if device.type == "cpu" else ("fp32", "fp16", "bf16")
+    return run_table(
+        widths=(16,) if quick else (16, 64),
+        precisions=precisions,
+        device=str(device),
+        batch=4 if quick else 16,
+        patch=64 if quick else 128,
+        steps=2 if quick else 20,
+        warmup=1 if quick else 3,
+    )
+
+
+EXTRA_CHECKS.append(training_throughput)
 
 
 def synchronize(device: torch.device) -> None:
