@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ import torch
 
 from napari_hinet import HINet, load_model, save_model
 from napari_hinet.checkpoints import expected_shapes, load_state_dict, weights_sha256
+from napari_hinet.engine.devices import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDD_1X = {
@@ -73,7 +73,7 @@ def main() -> None:
 
     results: dict = {
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "loadavg_before": os.getloadavg(),
             "torch": torch.__version__,

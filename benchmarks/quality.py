@@ -577,7 +577,7 @@ def _show(ax, img: np.ndarray, title: str, vmax: float = 1.0) -> None:
 def machine() -> dict:
     import torch
 
-    from napari_hinet.training.export import cpu_name
+    from napari_hinet.engine.devices import cpu_name
 
     return {
         "cpu": cpu_name(),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 from pathlib import Path
 
 import torch
@@ -79,6 +80,18 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 @functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU model name (from /proc/cpuinfo where available), for status lines and records."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has bf16 dot-product/matrix instructions (AVX512-BF16 or AMX-BF16)."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")

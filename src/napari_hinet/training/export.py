@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 import torch
 
-__all__ = ["cpu_name", "export_model", "hardware_summary"]
+from ..engine.devices import cpu_name
 
-
-def cpu_name() -> str:
-    """The CPU model name (from /proc/cpuinfo where available)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+__all__ = ["export_model", "hardware_summary"]
 
 
 def hardware_summary(cfg) -> str:
