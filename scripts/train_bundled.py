@@ -13,6 +13,12 @@ validation weights). Running the same command again resumes from ``last.pt``.
 ``--export`` writes ``src/napari_hinet/weights/<name>.safetensors`` (fp16, with
 metadata) from the best-by-validation weights, also for an unfinished run.
 The pool is preprocessed once into ``runs/cache/`` (see training/pool.py).
+
+Across sessions ``runs/`` is usually gone. A config with ``warm_start: true``
+whose run folder holds no ``last.pt`` starts from the committed weights
+(``src/napari_hinet/weights/<name>.safetensors``) with a new warm-up + cosine
+cycle; the config's ``phases`` list records every phase (steps, patch size,
+data) and goes into the exported model's metadata.
 """
 
 from __future__ import annotations
@@ -29,12 +35,19 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+COMMITTED_WEIGHTS = REPO / "src" / "napari_hinet" / "weights"
 sys.path.insert(0, str(REPO / "src"))
 
 from napari_hinet.data import degrade  # noqa: E402
 from napari_hinet.model import HINet, run_any_size  # noqa: E402
 from napari_hinet.training import splits  # noqa: E402
-from napari_hinet.training.datasets import Degradation, MixtureSource, SyntheticSource, fixed_set  # noqa: E402
+from napari_hinet.training.datasets import (  # noqa: E402
+    Degradation,
+    MixtureSource,
+    SyntheticSource,
+    fixed_set,
+    luminance,
+)
 from napari_hinet.training.engine import TrainConfig, Trainer  # noqa: E402
 from napari_hinet.training.export import export_model, hardware_summary  # noqa: E402
 from napari_hinet.training.pool import build_cache, load_cache  # noqa: E402
@@ -148,8 +161,7 @@ def fetch_pool(pool: Path) -> None:
 
 def to_gray(rgb_uint8: np.ndarray) -> np.ndarray:
     """Luminance (Rec. 601 weights) of an RGB uint8 image, float32 (H, W, 1) in [0, 1]."""
-    w = np.array([0.299, 0.587, 0.114], np.float32)
-    return (rgb_uint8.astype(np.float32) @ w / 255.0)[..., None]
+    return luminance(rgb_uint8.astype(np.float32) / np.float32(255.0))
 
 
 def build_sources(cfg: dict, cache: Path):
@@ -161,8 +173,9 @@ def build_sources(cfg: dict, cache: Path):
         nat_train = [to_gray(a) for a in nat_train]
         nat_val = [to_gray(a) for a in nat_val]
     min_texture = float(data.get("min_texture", 0.0))
-    train = SyntheticSource(nat_train, deg, min_texture=min_texture)
-    val = SyntheticSource(nat_val, deg, min_texture=min_texture)
+    gray_share = float(data.get("gray_share", 0.0))
+    train = SyntheticSource(nat_train, deg, min_texture=min_texture, gray_share=gray_share)
+    val = SyntheticSource(nat_val, deg, min_texture=min_texture, gray_share=gray_share)
     if data.get("microscopy"):
         w = float(data.get("microscopy_weight", 0.35))
         micro_train = list(load_cache(cache, "micro_train").values())
@@ -225,6 +238,21 @@ def evaluate_levels(model: torch.nn.Module, cfg: dict, cache: Path, seed: int = 
             "input_psnr": round(float(np.mean(before)), 3),
             "output_psnr": round(float(np.mean(after)), 3),
         }
+    if cfg["data"].get("gray_share") and images and images[0][1].shape[2] == 3:
+        # gray photos as the engine feeds them to an RGB model: luminance copied into R, G, B
+        for level, fn in LEVELS[cfg["degradation"]["kind"]]:
+            before, after = [], []
+            for i, (_, clean) in enumerate(images):
+                gray = luminance(clean)
+                noisy = np.repeat(fn(gray, [seed, i]), 3, axis=2)
+                x = torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1)))[None]
+                y = run_any_size(model, x)[0].clamp(0, 1).numpy().transpose(1, 2, 0)
+                before.append(_psnr(noisy[..., :1], gray))
+                after.append(_psnr(y.mean(axis=2, keepdims=True), gray))
+            results[f"gray {level}"] = {
+                "input_psnr": round(float(np.mean(before)), 3),
+                "output_psnr": round(float(np.mean(after)), 3),
+            }
     return {"images": [n for n, _ in images], "crop": "centre 512x512", "levels": results}
 
 
@@ -233,6 +261,22 @@ def input_psnr(val: tuple[np.ndarray, np.ndarray]) -> float:
     from napari_hinet.training.losses import psnr
 
     return round(psnr(torch.from_numpy(val[0]), torch.from_numpy(val[1])), 3)
+
+
+def warm_start(model: torch.nn.Module, weights: Path) -> None:
+    """Copy the committed bundled weights into ``model`` (same architecture, checked)."""
+    from napari_hinet.checkpoints import load_model
+
+    if not weights.exists():
+        raise SystemExit(
+            f"warm_start: no committed weights at {weights}; set warm_start: false to start from scratch"
+        )
+    committed = load_model(weights)
+    if dict(committed.config) != dict(model.config):
+        raise SystemExit(
+            f"warm_start: {weights} is {dict(committed.config)}, the config asks for {dict(model.config)}"
+        )
+    model.load_state_dict(committed.state_dict())
 
 
 def load_config(name: str) -> dict:
@@ -256,7 +300,10 @@ def run_one(name: str, args: argparse.Namespace) -> None:
     torch.manual_seed(tcfg.seed)
     model = HINet(**cfg["model"])
     trainer = Trainer(model, train_src, val, tcfg, run_dir, extra_state={"bundled_config": cfg})
-    trainer.try_resume()
+    if not trainer.try_resume() and cfg.get("warm_start"):
+        committed = COMMITTED_WEIGHTS / f"{name}.safetensors"
+        warm_start(model, committed)
+        trainer.log(f"warm start from the committed weights {committed}")
     deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
     if not args.export_only:
         trainer.log(f"session start, hardware: {hardware_summary(tcfg)}")
@@ -300,7 +347,7 @@ def run_one(name: str, args: argparse.Namespace) -> None:
             },
             split=splits.as_dict(),
             recipe=cfg["train"],
-            extra_training={"notes": cfg["notes"]} if cfg.get("notes") else None,
+            extra_training={k: cfg[k] for k in ("notes", "phases") if cfg.get(k)} or None,
             extra_metrics={
                 "val_set": f"{vcfg['count']} fixed {vcfg['patch']}px crops of the validation images"
             },

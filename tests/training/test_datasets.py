@@ -86,3 +86,27 @@ def test_bad_degradation():
         Degradation("snow")
     with pytest.raises(ValueError, match="range"):
         Degradation("gaussian", sigma_255=(50, 10))
+
+
+def test_gray_share_gives_channel_identical_noise_and_targets():
+    rng = np.random.default_rng(0)
+    rgb = [rng.random((40, 40, 3)).astype(np.float32)]
+    deg = Degradation("gaussian", sigma_255=(25, 25))
+    gray_src = SyntheticSource(rgb, deg, gray_share=1.0)
+    x, y = gray_src.sample(np.random.default_rng(1), 16)
+    # R, G and B are the same gray patch, with the same noise (as the engine feeds a gray photo)
+    np.testing.assert_array_equal(x[..., 0], x[..., 1])
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])
+    np.testing.assert_array_equal(y[..., 0], y[..., 2])
+    assert np.std(x - y) > 0.05
+    colour = SyntheticSource(rgb, deg, gray_share=0.0).sample(np.random.default_rng(1), 16)[0]
+    assert not np.array_equal(colour[..., 0], colour[..., 1])
+
+
+def test_gray_share_is_a_share():
+    rng = np.random.default_rng(0)
+    rgb = [rng.random((40, 40, 3)).astype(np.float32)]
+    src = SyntheticSource(rgb, Degradation("gaussian", sigma_255=(25, 25)), gray_share=0.3)
+    gen = np.random.default_rng(2)
+    grays = sum(np.array_equal(x[..., 0], x[..., 1]) for x, _ in (src.sample(gen, 8) for _ in range(200)))
+    assert 40 <= grays <= 80

@@ -138,3 +138,12 @@ def test_resume_into_a_different_model_is_a_clear_error(tmp_path):
     other = Trainer(HINet(1, wf=4, depth=3), tr.source, tr.val, tr.cfg, tmp_path / "x")
     with pytest.raises(ValueError, match="different model"):
         other.try_resume()
+
+
+def test_channels_last_trains_like_contiguous(tmp_path):
+    """channels_last changes the memory layout only: same losses (fp32) and a plain exported model."""
+    plain = [e.loss for e in _trainer(None, steps=3).run()]
+    tr = _trainer(None, steps=3, channels_last=True)
+    last = [e.loss for e in tr.run()]
+    np.testing.assert_allclose(last, plain, rtol=1e-4)
+    assert tr.best_model().conv_01.weight.is_contiguous()

@@ -34,7 +34,9 @@ __all__ = [
     "NeighborSource",
     "PairedSource",
     "SyntheticSource",
+    "LUMA_WEIGHTS",
     "dihedral",
+    "luminance",
     "make_batch",
     "neighbor_pair",
 ]
@@ -46,6 +48,15 @@ def _to_float(patch: np.ndarray) -> np.ndarray:
     if patch.dtype == np.uint8:
         return patch.astype(np.float32) / np.float32(255.0)
     return patch.astype(np.float32, copy=False)
+
+
+#: Rec. 601 luma weights of R, G, B (the gray value of an RGB photo).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """Luminance of a float ``(H, W, 3)`` image in [0, 1]: float32 ``(H, W, 1)`` (Rec. 601 weights)."""
+    return (rgb.astype(np.float32) @ np.asarray(LUMA_WEIGHTS, np.float32))[..., None]
 
 
 def dihedral(img: np.ndarray, k: int) -> np.ndarray:
@@ -166,12 +177,20 @@ class SyntheticSource:
     intensity units) is below it. Photographs with large out-of-focus areas
     otherwise give many patches that teach a deblurring model nothing; 0.02
     keeps about two thirds of the crops of the training pool.
+
+    ``gray_share`` (RGB images only) is the probability that a sample is a gray
+    photo as the engine feeds it to an RGB model: the clean patch becomes its
+    luminance, is degraded once, and input and target are copied into R, G and
+    B, so the noise is identical in the three channels. Without such samples an
+    RGB denoiser learns that channel-identical noise is structure and returns
+    gray photos unchanged.
     """
 
     images: list[Image]
     degradation: Degradation
     augment: bool = True
     min_texture: float = 0.0
+    gray_share: float = 0.0
     _areas: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -191,7 +210,12 @@ class SyntheticSource:
         if self.augment:
             clean = dihedral(clean, int(rng.integers(8)))
         clean = np.ascontiguousarray(clean)
+        gray = self.gray_share > 0 and clean.shape[2] == 3 and rng.random() < self.gray_share
+        if gray:
+            clean = np.ascontiguousarray(luminance(clean))
         degraded, target = self.degradation.apply(clean, rng)
+        if gray:
+            degraded, target = np.repeat(degraded, 3, axis=2), np.repeat(target, 3, axis=2)
         if margin:
             degraded = degraded[margin:-margin, margin:-margin]
             target = target[margin:-margin, margin:-margin]
