@@ -32,7 +32,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -405,6 +405,25 @@ class Outcome:
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
+    def add(self, result: FileResult) -> None:
+        """Count one file's result."""
+        if result.status == "restored":
+            self.done.append(result.job.source)
+        elif result.status == "skipped":
+            self.skipped.append(result.job.source)
+        else:
+            self.failed.append((result.job.source, result.reason))
+
+
+@dataclass
+class FileResult:
+    """What :func:`restore_files` did with one job: ``status`` is "restored", "skipped" or "failed"
+    (``reason`` says why)."""
+
+    job: Job
+    status: str
+    reason: str = ""
+
 
 def plan_jobs(
     inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, recursive: bool = False
@@ -468,7 +487,9 @@ def plan_jobs(
     return jobs
 
 
-def _mark_existing(jobs: list[Job], skip_existing: bool, overwrite: bool) -> None:
+def mark_existing(jobs: list[Job], skip_existing: bool, overwrite: bool) -> None:
+    """Set the action of jobs whose output exists: "skip" or "overwrite"; raise
+    :class:`UsageError` naming them when neither is allowed."""
     clashes = []
     for job in jobs:
         if job.target.exists():
@@ -575,12 +596,68 @@ class _TileBar:
             self.bar.close()
 
 
+def restore_files(
+    jobs: Sequence[Job],
+    settings: Any,
+    restorer: Any,
+    *,
+    lazy: bool = False,
+    tiles: Callable[[Job, int, int], None] | None = None,
+    cancel: Any = None,
+    dask_progress: bool = False,
+) -> Iterator[FileResult]:
+    """Restore each job's input into its target, in order; what ``napari-hinet restore`` runs.
+
+    Rules, in this order: 1. a job whose action is "skip" is not read; 2. a file
+    that fails (unreadable, bad values...) is reported and the batch goes on; 3.
+    ``cancel`` (a ``threading.Event`` or a callable returning True) stops inside
+    the current file by raising :class:`napari_hinet.engine.Cancelled`, and
+    Ctrl-C (``KeyboardInterrupt``) is passed on; a file is written atomically,
+    so a stopped file leaves no output.
+
+    Args:
+        jobs: from :func:`plan_jobs` (and :func:`mark_existing`).
+        settings: the run's :class:`~napari_hinet.settings.RestoreSettings`.
+        restorer: the :class:`~napari_hinet.engine.Restorer` for those settings.
+        lazy: read inputs lazily (dask) when the format allows it.
+        tiles: called as ``tiles(job, done, total)`` after every batch of tiles.
+        dask_progress: show a text progress bar for lazy (dask) inputs.
+
+    Yields one :class:`FileResult` per job, after the job.
+    """
+    options = _engine_options(settings)
+    for job in jobs:
+        if job.action == "skip":
+            yield FileResult(job, "skipped")
+            continue
+        progress = None if tiles is None else (lambda done, total, job=job: tiles(job, done, total))
+        try:
+            _restore_one(job, restorer, settings, options, lazy, progress, cancel, dask_progress)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one bad file must not stop the batch
+            from .engine import Cancelled
+
+            if isinstance(exc, Cancelled):
+                raise
+            yield FileResult(job, "failed", _reason(job.source, exc))
+        else:
+            yield FileResult(job, "restored")
+
+
 def _restore_one(
-    job: Job, restorer: Any, settings: Any, options: dict[str, Any], args: argparse.Namespace, bar: _TileBar
+    job: Job,
+    restorer: Any,
+    settings: Any,
+    options: dict[str, Any],
+    lazy: bool,
+    progress: Callable[[int, int], None] | None,
+    cancel: Any,
+    dask_progress: bool,
 ) -> None:
     import numpy as np
 
-    image = imio.read_image(job.source, lazy=args.lazy)
+    image = imio.read_image(job.source, lazy=lazy)
     if settings.axes:
         axes = settings.axes
     else:
@@ -598,10 +675,10 @@ def _restore_one(
             compile=settings.compile,
             **opts,
         )
-        with _DaskBar(job.source.name, enabled=bar.enabled):
+        with _DaskBar(job.source.name, enabled=dask_progress):
             imio.write_image(job.target, result, image.meta)
     else:
-        result = restorer.restore(np.asarray(image.data), progress=bar, **opts)
+        result = restorer.restore(np.asarray(image.data), progress=progress, cancel=cancel, **opts)
         imio.write_image(job.target, result, image.meta)
 
 
@@ -664,7 +741,7 @@ def run_restore(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     if args.skip_existing and args.overwrite:
         raise UsageError("--skip-existing and --overwrite exclude each other")
     jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive)
-    _mark_existing(jobs, args.skip_existing, args.overwrite)
+    mark_existing(jobs, args.skip_existing, args.overwrite)
     _check_model_exists(settings)
     if args.dry_run:
         for job in jobs:
@@ -675,35 +752,32 @@ def run_restore(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         )
         return EXIT_OK
     restorer = _load_restorer(settings)
-    options = _engine_options(settings)
     progress = not args.no_progress
     outcome = Outcome()
     start = time.perf_counter()
     interrupted: KeyboardInterrupt | None = None
     files_bar = _files_bar(len(jobs), progress)
+    bars: dict[Path, _TileBar] = {}
+
+    def tiles(job: Job, done: int, total: int) -> None:
+        bars.setdefault(job.source, _TileBar(job.source.name, progress))(done, total)
+
     try:
-        for job in jobs:
-            if job.action == "skip":
-                outcome.skipped.append(job.source)
-                files_bar.update(1)
-                continue
-            bar = _TileBar(job.source.name, progress)
-            try:
-                _restore_one(job, restorer, settings, options, args, bar)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # one bad file must not stop the batch
-                reason = _reason(job.source, exc)
-                outcome.failed.append((job.source, reason))
-                _write_line(f"FAILED {job.source}: {reason}", progress, out)
-            else:
-                outcome.done.append(job.source)
-            finally:
+        for result in restore_files(
+            jobs, settings, restorer, lazy=args.lazy, tiles=tiles, dask_progress=progress
+        ):
+            bar = bars.pop(result.job.source, None)
+            if bar is not None:
                 bar.close()
-                files_bar.update(1)
+            if result.status == "failed":
+                _write_line(f"FAILED {result.job.source}: {result.reason}", progress, out)
+            outcome.add(result)
+            files_bar.update(1)
     except KeyboardInterrupt as exc:
         interrupted = exc
     finally:
+        for bar in bars.values():
+            bar.close()
         files_bar.close()
     _print_summary(outcome, len(jobs), time.perf_counter() - start, interrupted, out)
     if isinstance(interrupted, Terminated):
@@ -765,13 +839,16 @@ __all__ = [
     "EXIT_OK",
     "EXIT_TERMINATED",
     "EXIT_USAGE",
+    "FileResult",
     "Job",
     "Outcome",
     "UsageError",
     "build_parser",
     "collect_info",
     "main",
+    "mark_existing",
     "plan_jobs",
+    "restore_files",
     "run_restore",
     "settings_from_args",
 ]
