@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import tempfile
 import time
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .exchange.rdf import CorruptPackageError, PackageError, is_package, read_package, weights_file
 from .model import HINet
 from .registry import (
     METADATA_KEY,
@@ -48,11 +50,13 @@ __all__ = [
     "CheckpointError",
     "CorruptCheckpointError",
     "LayoutError",
+    "RunStateError",
     "UnsafeCheckpointError",
     "detect_layout",
     "infer_config",
     "load_model",
     "load_state_dict",
+    "read_torch_file",
     "save_model",
     "weights_sha256",
 ]
@@ -77,6 +81,10 @@ class CorruptCheckpointError(CheckpointError):
 
 class LayoutError(CheckpointError):
     """The state_dict does not fit any HINet architecture."""
+
+
+class RunStateError(CheckpointError):
+    """A training run's saved state (``last.pt``, ``best.pt``) cannot be used to resume."""
 
 
 # ----------------------------------------------------------------- official layouts
@@ -225,30 +233,163 @@ def weights_sha256(state_dict: Mapping[str, Tensor], keys: list[str] | None = No
 
 # ----------------------------------------------------------------- reading files
 
+#: bytes per element of the storage classes a checkpoint's pickle may name (unknown: 16)
+_STORAGE_ITEMSIZE = {
+    "UntypedStorage": 1,
+    "ByteStorage": 1,
+    "CharStorage": 1,
+    "BoolStorage": 1,
+    "QUInt8Storage": 1,
+    "QInt8Storage": 1,
+    "ShortStorage": 2,
+    "HalfStorage": 2,
+    "BFloat16Storage": 2,
+    "IntStorage": 4,
+    "FloatStorage": 4,
+    "QInt32Storage": 4,
+    "LongStorage": 8,
+    "DoubleStorage": 8,
+    "ComplexFloatStorage": 8,
+    "ComplexDoubleStorage": 16,
+}
 
-def _torch_load(path: Path) -> Any:
+
+class _Inert:
+    """Stands for any object of a scanned pickle: accepts every construction step, does nothing."""
+
+    qualname = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+class _SizeScanner(pickle.Unpickler):
+    """Reads a checkpoint pickle without creating any of its objects; records the storages it declares.
+
+    ``find_class`` never returns a real global (every class or function named by the
+    pickle becomes a fresh :class:`_Inert` subclass), so nothing from the file runs.
+    """
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file)
+        self.declared = 0  # bytes of all storages named by persistent ids
+
+    def find_class(self, module: str, name: str) -> type:
+        return type(name, (_Inert,), {"qualname": f"{module}.{name}"})
+
+    def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+            numel = pid[4] if isinstance(pid[4], int) else 0
+            kind = getattr(pid[1], "qualname", "").rsplit(".", 1)[-1]
+            self.declared += max(0, numel) * _STORAGE_ITEMSIZE.get(kind, 16)
+        return _Inert()
+
+
+def _declared_bytes(pickled: Any) -> int:
+    """Bytes of tensor storage that a checkpoint pickle declares (0 when it cannot tell)."""
+    scanner = _SizeScanner(pickled)
+    try:
+        scanner.load()
+    except Exception:  # noqa: BLE001 (a malformed pickle is judged by torch.load afterwards)
+        pass
+    return scanner.declared
+
+
+#: the legacy-format pickles are scanned within the file's first bytes (a state_dict's pickle is small)
+_SCAN_BYTES = 64 * 1024 * 1024
+
+
+def _check_declared_size(path: Path, size: int) -> None:
+    """Refuse a ``.pth`` whose declared contents exceed its size, before anything is allocated.
+
+    Rules, in this order: a zip checkpoint's records together may not decompress to
+    more than the file's size (``torch.save`` stores them uncompressed); the
+    storages named in its ``data.pkl`` (zip) or main pickle (legacy format) may not
+    need more bytes than the file holds.
+    """
+    import io
+    import zipfile
+
+    too_big = (
+        f"{path} is truncated or damaged, or crafted to exhaust memory: it declares {{declared:,}} bytes "
+        f"of contents but holds {size:,} bytes. It was not loaded; use the original file."
+    )
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                infos = zf.infolist()
+                declared = sum(i.file_size for i in infos)
+                if declared > size:
+                    raise CorruptCheckpointError(too_big.format(declared=declared))
+                pkl = next((i for i in infos if i.filename.endswith("data.pkl")), None)
+                declared = _declared_bytes(io.BytesIO(zf.read(pkl))) if pkl is not None else 0
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+            raise CorruptCheckpointError(
+                f"Could not read {path}: it is a damaged zip archive ({exc}). Copy or download it again."
+            ) from exc
+    else:
+        with path.open("rb") as fh:  # the pickles come first; never ask a file object for a declared length
+            head = io.BytesIO(fh.read(min(size, _SCAN_BYTES)))
+        declared = 0
+        for _ in range(4):  # legacy format: magic, protocol, sys info, then the object
+            declared = _declared_bytes(head)
+    if declared > size:
+        raise CorruptCheckpointError(too_big.format(declared=declared))
+
+
+def read_torch_file(path: str | os.PathLike, remedy: str = "Copy or download the file again.") -> Any:
+    """``torch.load`` of ``path`` as plain tensors and containers, or one of our errors.
+
+    Rules, in this order: the path must be a non-empty file; its declared sizes
+    must fit the file (:func:`_check_declared_size`); it is loaded with
+    ``weights_only=True``, so a pickle that names anything but tensors and plain
+    containers is refused (:class:`UnsafeCheckpointError`, nothing executed);
+    every other failure is a :class:`CorruptCheckpointError`. ``remedy`` ends the
+    message of a damaged file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CorruptCheckpointError(f"{path} is a folder, not a checkpoint file.")
+    if not path.is_file():
+        raise FileNotFoundError(f"No file at {path}.")
+    size = path.stat().st_size
+    if size == 0:
+        raise CorruptCheckpointError(f"{path} is empty (0 bytes). {remedy}")
+    _check_declared_size(path, size)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "GLOBAL" in text:
-            detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln), "")
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found or "weights only" in str(exc).lower():
+            what = f" ({found.group(1)})" if found else ""
             raise UnsafeCheckpointError(
-                f"Refused to load {path}: it contains Python objects other than tensors, which could run "
-                f"code on loading ({detail}). Nothing from it was executed. If you trust the file, "
-                "convert it yourself to a plain state_dict or to .safetensors."
-            ) from exc
-        raise UnsafeCheckpointError(
-            f"Refused to load {path}: it is not a plain-tensor PyTorch checkpoint (corrupt, or not a "
-            "checkpoint at all), so it was not unpickled."
-        ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+                f"Refused to load {path}: it contains Python objects other than tensors{what}, which could "
+                "run code on loading. Nothing from it was executed. Use a file that holds only tensors "
+                "(a state_dict or a .safetensors file)."
+            ) from None
         raise CorruptCheckpointError(
-            f"Could not read {path}: the file is truncated or damaged ({str(exc).splitlines()[0]}). "
-            "Download or copy it again."
-        ) from exc
+            f"Could not read {path}: it is not a PyTorch checkpoint (damaged, or another kind of file). {remedy}"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (torch raises many types on damaged files)
+        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:160]
+        raise CorruptCheckpointError(
+            f"Could not read {path}: the file is truncated or damaged, or not a PyTorch checkpoint "
+            f"({type(exc).__name__}: {first}). {remedy}"
+        ) from None
 
 
 # where a state_dict may sit inside a .pth: BasicSR ('params', 'params_ema'), our training
@@ -275,44 +416,70 @@ def _state_dict_from_container(obj: Any, path: Path) -> tuple[dict[str, Tensor],
     )
 
 
-def load_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def load_state_dict(path: str | Path, *, verify: bool = True) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read a weights file without building a model.
 
     Returns ``(state_dict, metadata)``: keys without any ``module.`` prefix;
     ``metadata`` is our JSON metadata for our ``.safetensors`` files (``{}`` for
-    others; the sha256 is verified), or ``{"param_key": ...}`` for ``.pth``.
+    others), or ``{"param_key": ...}`` for ``.pth``. With ``verify=True`` (the
+    default) our files must carry a ``sha256`` that matches their weights;
+    ``verify=False`` skips that check (for files you repaired yourself).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No weights file at {path}.")
     if path.suffix.lower() == ".safetensors":
-        return _read_safetensors(path)
-    sd, used = _state_dict_from_container(_torch_load(path), path)
-    return _strip_module_prefix(sd), {"param_key": used}
+        sd, meta = _read_safetensors(path, verify)
+    else:
+        sd, used = _state_dict_from_container(read_torch_file(path), path)
+        sd, meta = _strip_module_prefix(sd), {"param_key": used}
+    _check_finite_weights(sd, path)
+    return sd, meta
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def _check_finite_weights(state_dict: Mapping[str, Tensor], path: Path) -> None:
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CorruptCheckpointError(
+            f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({_preview(bad, 3)}); such a "
+            "model cannot give valid output. Use the file of an earlier, healthy training step."
+        )
+
+
+def _read_safetensors(path: Path, verify: bool = True) -> tuple[dict[str, Tensor], dict[str, Any]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from .registry import check_model_metadata
 
     try:
         header = read_safetensors_header(path)
         sd = load_file(str(path), device="cpu")
-    except (ValueError, SafetensorError) as exc:
+    except (ValueError, SafetensorError, OSError) as exc:
         raise CorruptCheckpointError(
             f"Could not read {path}: it is truncated, damaged or not a safetensors file ({exc})."
         ) from exc
-    text = (header.get("__metadata__") or {}).get(METADATA_KEY)
+    header_meta = header.get("__metadata__") or {}
+    text = header_meta.get(METADATA_KEY) if isinstance(header_meta, dict) else None
     meta: dict[str, Any] = {}
     if text is not None:
         try:
             meta = json.loads(text)
-        except json.JSONDecodeError as exc:
+            check_model_metadata(meta)
+        except ValueError as exc:  # JSONDecodeError is a ValueError
             raise CorruptCheckpointError(
-                f"{path}: its {METADATA_KEY!r} metadata is not valid JSON ({exc})."
+                f"{path}: its {METADATA_KEY!r} metadata is not valid ({exc}). Copy or download the file "
+                "again, or save the model anew with napari_hinet.save_model."
             ) from exc
     sd = _strip_module_prefix(sd)
-    if "sha256" in meta:
+    ours = bool(meta) or str(header_meta.get("format", "")).startswith("napari-hinet")
+    if ours and verify:
+        if "sha256" not in meta:
+            raise CorruptCheckpointError(
+                f"{path} is a napari-hinet file without the sha256 of its weights, so damage or tampering "
+                "cannot be ruled out; it was not loaded. Use an intact copy, or load it with "
+                "verify=False if you trust it."
+            )
         order = list(expected_shapes(meta["config"])) if "config" in meta else sorted(sd)
         if set(order) != set(sd):
             raise _layout_error(
@@ -374,8 +541,33 @@ def _pth_metadata(ckpt: OfficialCheckpoint | None, layout: str | None, config: d
     return meta
 
 
-def _load_file(path: Path) -> HINet:
-    sd, file_meta = load_state_dict(path)
+def _load_package(path: Path) -> HINet:
+    """A HINet from a bioimage.io package (``.zip`` or folder; see :mod:`napari_hinet.exchange.rdf`)."""
+    try:
+        package = read_package(path)
+        with weights_file(package) as local:
+            sd, _ = load_state_dict(local)
+    except CorruptPackageError as exc:
+        raise CorruptCheckpointError(str(exc)) from exc
+    except PackageError as exc:
+        raise LayoutError(str(exc)) from exc
+    model = _build(sd, package.config)
+    meta = _default_metadata(model.config)
+    meta.update(package.metadata)
+    meta.update(
+        config=dict(model.config),
+        source="bioimage.io",
+        sha256=weights_sha256(sd, list(expected_shapes(model.config))),
+        file=str(path),
+    )
+    model.metadata = meta
+    return model
+
+
+def _load_file(path: Path, verify: bool = True) -> HINet:
+    if is_package(path):
+        return _load_package(path)
+    sd, file_meta = load_state_dict(path, verify=verify)
     if path.suffix.lower() == ".safetensors":
         model = _build(sd, file_meta.get("config"))
         meta = _default_metadata(model.config)
@@ -396,7 +588,16 @@ def _load_file(path: Path) -> HINet:
     return model
 
 
-def load_model(source: str | os.PathLike | HINet, device: str | torch.device | None = None) -> HINet:
+def _known(name: str) -> bool:
+    try:
+        return get_model_info(name).available
+    except KeyError:
+        return False
+
+
+def load_model(
+    source: str | os.PathLike | HINet, device: str | torch.device | None = None, *, verify: bool = True
+) -> HINet:
     """A ready-to-run HINet (eval mode, float32) from a file, a registry name or a model.
 
     Args:
@@ -407,10 +608,17 @@ def load_model(source: str | os.PathLike | HINet, device: str | torch.device | N
               state_dict work too). The architecture is
               inferred from the keys and shapes; ``relu_slope`` is 0.2;
             - a path to one of our ``.safetensors`` files (sha256 verified);
+            - a bioimage.io model package (``.zip`` or a folder with ``rdf.yaml``) whose
+              weights declare a HINet (see :mod:`napari_hinet.exchange.rdf`);
             - a registry name (see :func:`napari_hinet.list_models`), e.g.
               ``"HINet-GoPro"`` once ``HINet-GoPro.pth`` is in the user models folder;
             - an ``HINet`` instance, returned as is (moved to ``device``, eval mode).
+            A path is a path: only a bare name (a ``str`` without a folder part,
+            and not an existing file) is looked up in the registry; a
+            ``Path`` or a string with a folder part must name an existing file.
         device: where to put the model; ``None`` means CPU.
+        verify: check the ``sha256`` of our ``.safetensors`` files (a file of ours
+            without one is refused); ``False`` skips the check.
 
     Returns the model with ``.metadata`` (name, task, config, layout,
     patch_size, input_range, normalization, channels, sha256, licence...).
@@ -419,7 +627,8 @@ def load_model(source: str | os.PathLike | HINet, device: str | torch.device | N
         FileNotFoundError: no such file, or a registry model whose file is missing
             (the message says where to get it and where to put it).
         UnsafeCheckpointError: the file would need to unpickle non-tensor objects.
-        CorruptCheckpointError: truncated/damaged file or sha256 mismatch.
+        CorruptCheckpointError: empty, truncated or damaged file, sizes that exceed
+            the file, invalid metadata, a missing or wrong sha256, NaN/Inf weights.
         LayoutError: the weights fit no HINet (missing/unexpected keys and the
             nearest official layout are listed).
     """
@@ -434,21 +643,24 @@ def load_model(source: str | os.PathLike | HINet, device: str | torch.device | N
         )
 
     path = Path(source).expanduser()
-    if path.is_file():
-        model = _load_file(path)
+    bare_name = isinstance(source, str) and not any(sep in source for sep in ("/", "\\", os.sep))
+    if path.is_file() or is_package(path):
+        model = _load_file(path, verify)
+    elif not bare_name:
+        what = "folder, not a weights file" if path.is_dir() else "no such file"
+        hint = f" To use the registry model {path.stem!r}, pass its bare name." if _known(path.name) else ""
+        raise FileNotFoundError(f"No weights file at {path} ({what}).{hint}")
     else:
-        looks_like_name = isinstance(source, str) and os.sep not in source and path.suffix == ""
         try:
-            info = get_model_info(str(source))
+            info = get_model_info(source)
         except KeyError as exc:
-            if looks_like_name or official_checkpoint(str(source)):
-                raise KeyError(f"{exc.args[0]} (and there is no file {path}).") from None
-            raise FileNotFoundError(
-                f"No weights file at {path} (and no registry model of that name)."
-            ) from None
-        if not info.available or info.path is None or not info.path.is_file():
+            raise KeyError(f"{exc.args[0]} (and there is no file {path}).") from None
+        if info.problem and info.path is not None:
+            model = _load_file(info.path, verify)  # raises the precise error
+        elif not info.available or info.path is None or not info.path.is_file():
             raise FileNotFoundError(info.missing_message())
-        model = _load_file(info.path)
+        else:
+            model = _load_file(info.path, verify)
         if info.kind == "official" and model.config != info.config:
             raise LayoutError(
                 f"{info.path} is named like the official {info.name} checkpoint but holds a different "

@@ -166,6 +166,8 @@ class ModelInfo:
             (for official models: the authors' reported figures).
         patch_size: training patch size in pixels (default tile size).
         metadata: the full JSON metadata from the file header, if any.
+        problem: why a file that is present cannot be used (unreadable, bad
+            metadata...); empty when ``available`` or simply missing.
     """
 
     name: str
@@ -182,11 +184,17 @@ class ModelInfo:
     reported_metrics: dict[str, Any] = field(default_factory=dict)
     patch_size: int = 256
     metadata: dict[str, Any] = field(default_factory=dict)
+    problem: str = ""
 
     def missing_message(self) -> str:
         """Why the model cannot be loaded and how to fix it (empty when available)."""
         if self.available:
             return ""
+        if self.problem:
+            return (
+                f"The model {self.name!r} cannot be used: {self.problem}. Replace or remove the file "
+                "(other models are not affected)."
+            )
         folder = _user_models_dir_path()
         if self.kind == "official":
             return (
@@ -283,29 +291,96 @@ def read_model_metadata(path: str | Path) -> dict[str, Any]:
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "task": (str,),
+    "config": (dict,),
+    "channels": (str,),
+    "description": (str,),
+    "licence": (str,),
+    "metrics": (dict,),
+    "training": (dict,),
+    "normalization": (str,),
+    "input_range": (list,),
+    "sha256": (str,),
+}
+_CONFIG_KEYS = ("in_chn", "wf", "depth", "relu_slope", "hin_position_left", "hin_position_right")
+
+
+def check_model_metadata(meta: Any) -> None:
+    """Raise ``ValueError`` naming the first field of our metadata that has the wrong type or value.
+
+    Rules, in this order: the metadata is a JSON object; each known field has its
+    documented type (see ``docs/architecture.md``); ``patch_size`` is an integer
+    from 8 to 65536; ``task`` is a task or ``"unknown"``; ``normalization`` is
+    ``"fixed"`` or ``"percentile"``; ``channels`` is ``"rgb"`` or ``"gray"``;
+    ``config`` holds only HINet constructor arguments, numbers, with ``in_chn``,
+    ``wf`` and ``depth`` whole numbers >= 1 (``depth`` <= 8).
+    """
+    if not isinstance(meta, dict):
+        raise ValueError(f"the {METADATA_KEY!r} metadata is a JSON {type(meta).__name__}, not an object")
+    for key, types in _META_TYPES.items():
+        if key in meta and meta[key] is not None and not isinstance(meta[key], types):
+            raise ValueError(
+                f"metadata field {key!r} is {meta[key]!r}, expected a {' or '.join(t.__name__ for t in types)}"
+            )
+    patch = meta.get("patch_size")
+    if patch is not None and (
+        isinstance(patch, bool) or not isinstance(patch, int) or not 8 <= patch <= 65536
+    ):
+        raise ValueError(f"metadata field 'patch_size' is {patch!r}, expected a whole number from 8 to 65536")
+    for key, allowed in (
+        ("task", (*TASKS, "unknown")),
+        ("normalization", ("fixed", "percentile")),
+        ("channels", ("rgb", "gray")),
+    ):
+        if meta.get(key) is not None and meta[key] not in allowed:
+            raise ValueError(f"metadata field {key!r} is {meta[key]!r}, expected one of {', '.join(allowed)}")
+    config = meta.get("config") or {}
+    unknown = sorted(set(config) - set(_CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"metadata 'config' has unknown HINet arguments {unknown}")
+    for key, value in config.items():
+        whole = key != "relu_slope"
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            raise ValueError(f"metadata 'config' field {key!r} is {value!r}, expected a number")
+    for key, top in (("in_chn", 64), ("wf", 1024), ("depth", 8)):
+        if key in config and not 1 <= config[key] <= top:
+            raise ValueError(f"metadata 'config' field {key!r} is {config[key]}, expected 1 to {top}")
+
+
 def _info_from_safetensors(path: Path, kind: str) -> ModelInfo:
+    """What the header says; a file that cannot be read or checked is listed as unavailable, with the reason."""
     try:
         meta = read_model_metadata(path)
-        problem = ""
+        check_model_metadata(meta)
     except (OSError, ValueError) as exc:
-        meta, problem = {}, str(exc)
+        reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        return ModelInfo(
+            name=path.stem,
+            task="unknown",
+            kind=kind,
+            available=False,
+            path=path,
+            config={},
+            description=f"unavailable: {reason}",
+            file_name=path.name,
+            problem=reason,
+        )
     config = meta.get("config") or {}
     in_chn = config.get("in_chn")
     channels = meta.get("channels") or ("gray" if in_chn in (1, 2) else "rgb")
-    description = meta.get("description", "")
-    if problem:
-        description = f"unreadable: {problem}"
     return ModelInfo(
         name=str(meta.get("name") or path.stem),
         task=str(meta.get("task") or "unknown"),
         kind=kind,
-        available=not problem,
+        available=True,
         path=path,
         config=dict(config),
         channels=str(channels),
-        description=description,
+        description=str(meta.get("description") or ""),
         file_name=path.name,
-        licence=str(meta.get("licence", "")),
+        licence=str(meta.get("licence") or ""),
         reported_metrics=dict(meta.get("metrics") or {}),
         patch_size=int(meta.get("patch_size") or 256),
         metadata=meta,
@@ -321,11 +396,10 @@ def _bundled_models() -> list[ModelInfo]:
 
 def _official_models(folder: Path | None) -> list[ModelInfo]:
     present: dict[str, Path] = {}
-    if folder is not None and folder.is_dir():
-        for p in folder.iterdir():
-            ckpt = official_checkpoint(p.name)
-            if ckpt is not None and p.is_file() and p.suffix.lower() == ".pth":
-                present[ckpt.name] = p
+    for p in _entries(folder):
+        ckpt = official_checkpoint(p.name)
+        if ckpt is not None and p.is_file() and p.suffix.lower() == ".pth":
+            present[ckpt.name] = p
     infos = []
     for ckpt in OFFICIAL_CHECKPOINTS:
         path = present.get(ckpt.name)
@@ -350,10 +424,8 @@ def _official_models(folder: Path | None) -> list[ModelInfo]:
 
 
 def _user_models(folder: Path | None, taken: set[str]) -> list[ModelInfo]:
-    if folder is None or not folder.is_dir():
-        return []
     infos = []
-    for p in sorted(folder.iterdir()):
+    for p in _entries(folder):
         if not p.is_file() or p.suffix.lower() not in _WEIGHT_SUFFIXES:
             continue
         if p.suffix.lower() == ".pth" and official_checkpoint(p.name) is not None:
@@ -378,6 +450,29 @@ def _user_models(folder: Path | None, taken: set[str]) -> list[ModelInfo]:
     return infos
 
 
+def _entries(folder: Path | None) -> list[Path]:
+    """The entries of the user models folder, sorted; none when it cannot be listed."""
+    try:
+        return sorted(folder.iterdir()) if folder is not None and folder.is_dir() else []
+    except OSError:  # unreadable folder, /proc oddities...: see user_models_problem()
+        return []
+
+
+def user_models_problem() -> str:
+    """Why the user models folder cannot be used (empty when it can); other models are unaffected."""
+    try:
+        folder = user_models_dir()
+        if not folder.is_dir():
+            return f"{folder} is not a folder"
+        next(iter(folder.iterdir()), None)
+    except OSError as exc:
+        return (
+            f"the user models folder {_user_models_dir_path()} cannot be used ({exc.strerror or exc}); "
+            f"set {MODELS_DIR_ENV} to a readable folder"
+        )
+    return ""
+
+
 def list_models(task: str | None = None) -> list[ModelInfo]:
     """All known models: bundled first, then official, then user models.
 
@@ -387,7 +482,10 @@ def list_models(task: str | None = None) -> list[ModelInfo]:
             task); ``None`` for all.
 
     Official checkpoints are always listed; ``available`` tells whether their
-    file is in :func:`user_models_dir`.
+    file is in :func:`user_models_dir`. A file that cannot be read or whose
+    metadata is invalid is listed as unavailable with its ``problem``; an unusable
+    user models folder (see :func:`user_models_problem`) lists no user models.
+    Neither stops the listing of the other models.
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)} (or None for all).")
