@@ -2,7 +2,8 @@
 # Set up (or reuse) .venv at the repository root with everything napari-hinet needs.
 # Used by both README commands: scripts/demo.sh and .ci/run. Safe to run again.
 #
-# Usage: bash scripts/setup.sh [EXTRA]      EXTRA: pip extra to install, e.g. "testing"
+# Usage: bash scripts/setup.sh [EXTRA]      EXTRA: pip extra to install, e.g. "testing";
+#                                          default "export" (model exchange, docs/sharing.md)
 #
 # Steps:
 #   1. Debian packages for Qt/napari under a virtual X server (only those missing;
@@ -21,7 +22,7 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."   # repository root
-EXTRA="${1:-}"
+EXTRA="${1:-export}"   # "testing" includes "export"
 SECONDS=0
 
 # ---------------------------------------------------------------- 1. Debian packages

@@ -551,7 +551,7 @@ def _load_package(path: Path) -> HINet:
         raise CorruptCheckpointError(str(exc)) from exc
     except PackageError as exc:
         raise LayoutError(str(exc)) from exc
-    model = _build(sd, package.config)
+    model = _build(sd, {**infer_config(sd), **package.config})  # declared kwargs win
     meta = _default_metadata(model.config)
     meta.update(package.metadata)
     meta.update(
