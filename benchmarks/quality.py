@@ -345,7 +345,14 @@ def tune_classical(pool: Path, task: str, condition: str, method: str, crop: int
 
 # ============================================================================ our models
 def load_ours(source: str):
-    """A :class:`napari_hinet.Restorer` for a registry name, a weights file or a training checkpoint.
+    """A :class:`napari_hinet.Restorer` for a registry name, a weights file or a training checkpoint."""
+    from napari_hinet import Restorer
+
+    return Restorer(load_ours_model(source), compile="off")
+
+
+def load_ours_model(source: str):
+    """The float32 ``HINet`` of a registry name, a weights file or a training checkpoint.
 
     Training checkpoints (``runs/<name>/best.pt`` or ``last.pt``) are plain
     tensor dicts (loaded with ``weights_only=True``); their metadata (patch
@@ -353,7 +360,7 @@ def load_ours(source: str):
     """
     import torch
 
-    from napari_hinet import Restorer
+    from napari_hinet import load_model
 
     path = Path(source)
     if path.suffix == ".pt" and path.is_file():
@@ -374,8 +381,8 @@ def load_ours(source: str):
             "normalization": cfg["normalization"],
             "patch_size": cfg["train"]["patch_size"],
         }
-        return Restorer(model, compile="off")
-    return Restorer(source, compile="off")
+        return model
+    return load_model(source)
 
 
 #: Engine options for ``ours`` (``--tiling``, ``--tile``); empty = the engine's defaults.

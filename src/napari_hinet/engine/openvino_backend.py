@@ -1,0 +1,311 @@
+"""OpenVINO CPU backend: the same HINet, converted once and run by OpenVINO's CPU runtime.
+
+Torch eager is slow on the small-channel convolutions of the bundled models;
+OpenVINO runs them several times faster on the same cores (docs/engine.md,
+"Backends"). :func:`prepare` turns a float32 :class:`~napari_hinet.HINet`
+(global or local statistics, :mod:`napari_hinet.model.tlc`) into a callable
+``forward(batch) -> out``, numpy in and out, with the engine's contract:
+``batch`` (B, C, h, w) float32 in network units, any h, w >= 1; ``out`` the
+stage-2 output of the same shape.
+
+Rules, applied in this order:
+
+1. ``backend="auto"`` means OpenVINO on the CPU when the ``openvino`` package
+   imports, else torch; CUDA and MPS always run torch. ``"openvino"`` on
+   another device is an error; ``"openvino"`` without the package falls back
+   to torch with a warning (:func:`resolve_backend`);
+2. the network is converted from torch directly (``openvino.convert_model``,
+   TorchScript tracing) once, with dynamic batch, height and width. It is
+   traced at ``example`` pixels, the smallest size whose feature maps exceed
+   the local window at every level, so its box filters are fixed-size and it
+   is valid for every input at least that large; smaller inputs, and
+   ``border="shrink"`` windows, get a graph of their own shape;
+3. converted graphs are kept on disk (:func:`cache_dir`) under a key made of
+   the SHA-256 of the weights, the statistics, the graph's shape (``dyn`` or
+   ``HxW``) and the OpenVINO version; compiled blobs go to the same folder
+   through OpenVINO's own model cache (keyed by graph, shape and precision);
+4. each input shape is compiled once (static H and W, dynamic batch) with
+   ``threads`` inference threads, one stream, no core pinning;
+5. precision: ``"fp32"`` is f32; ``"bf16"`` needs a CPU with bf16 support;
+   ``"auto"`` is bf16 where the CPU supports it *and* a bf16 forward of a fixed
+   synthetic image is at least :data:`PRECISION_MIN_PSNR_DB` dB from the torch
+   float32 forward, else f32 (the result is kept in ``precision_check``);
+6. any failure to import, convert or compile raises; the engine then runs
+   torch with a warning (:class:`WithFallback`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model.padding import pad_to_valid, valid_size
+from ..model.tlc import get_statistics
+
+BACKENDS = ("auto", "torch", "openvino")
+#: Environment variable that moves the on-disk cache of converted and compiled models.
+CACHE_ENV = "HINET_CACHE_DIR"
+#: ``precision="auto"`` keeps bf16 only if its self-check is at least this close to float32.
+PRECISION_MIN_PSNR_DB = 45.0
+
+Forward = Callable[[np.ndarray], np.ndarray]
+
+
+def openvino_available() -> bool:
+    """True when the ``openvino`` package imports here."""
+    try:
+        import openvino  # noqa: F401
+    except Exception:  # ImportError, or a broken install (missing shared libraries)
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``"torch"`` or ``"openvino"`` for ``backend`` on ``device`` (rule 1)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not valid; choose one of {', '.join(BACKENDS)}.")
+    if backend == "torch":
+        return "torch"
+    if device.type != "cpu":
+        if backend == "openvino":
+            raise ValueError(
+                f"backend='openvino' runs on the CPU only, not on {device}; "
+                "use device='cpu' or backend='torch' (or 'auto')."
+            )
+        return "torch"
+    if openvino_available():
+        return "openvino"
+    if backend == "openvino":
+        warnings.warn(
+            "backend='openvino' was requested but the openvino package does not import; running torch. "
+            "Install it with: pip install openvino",
+            stacklevel=3,
+        )
+    return "torch"
+
+
+def cache_dir() -> Path:
+    """Folder of converted/compiled OpenVINO models: ``$HINET_CACHE_DIR/openvino`` or the user cache."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser() / "openvino"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-hinet", appauthor=False)) / "openvino"
+
+
+def probe_image(channels: int) -> np.ndarray:
+    """The fixed synthetic (channels, 64, 64) float32 image of the low-precision self-checks."""
+    y, x = np.mgrid[0:64, 0:64].astype(np.float32)
+    rng = np.random.default_rng(0)
+    base = 0.5 + 0.3 * np.sin(x / 5.0) * np.cos(y / 7.0) + 0.1 * (x > 32)
+    return np.clip(base[None] + rng.normal(0, 0.08, (channels, 64, 64)), 0, 1).astype(np.float32)
+
+
+def psnr_db(result: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR (peak 1) of ``result`` against ``reference``; ``inf`` when equal."""
+    mse = float(np.mean((np.asarray(result, np.float64) - np.asarray(reference, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+class _Stage2(torch.nn.Module):
+    """The network with one output (stage 2), as converted."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[-1]
+
+
+class OpenVINOModel:
+    """A HINet run by OpenVINO on the CPU (rules 2-5 of the module docstring); call it like a function.
+
+    Args:
+        net: a float32 HINet on the CPU (copied; global or local statistics).
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"``.
+        threads: inference threads (``None``: torch's current thread count).
+        use_cache: keep converted and compiled models on disk (:func:`cache_dir`).
+
+    Attributes:
+        precision: ``"fp32"`` or ``"bf16"``, as run.
+        precision_check: ``{"precision", "psnr_db", "passed"}`` of rule 5, or ``None``.
+        threads: inference threads.
+        key: cache key (weights SHA-256, statistics, OpenVINO version).
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        precision: str = "auto",
+        threads: int | None = None,
+        *,
+        use_cache: bool = True,
+    ) -> None:
+        import openvino as ov
+
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(
+                f"precision={precision!r} is not valid for OpenVINO; choose 'auto', 'fp32' or 'bf16'."
+            )
+        self._ov = ov
+        self.net = _Stage2(copy.deepcopy(net).float().eval().requires_grad_(False).cpu())
+        self.net.net.to(memory_format=torch.contiguous_format)
+        self.channels = int(net.config["in_chn"])
+        self.multiple = 2 ** (int(net.config["depth"]) - 1)
+        self.statistics = get_statistics(net)
+        self.threads = int(threads or torch.get_num_threads())
+        self.core = ov.Core()
+        self.folder = cache_dir() if use_cache else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.core.set_property({"CACHE_DIR": str(self.folder)})
+        state = self.net.net.state_dict()
+        digest = hashlib.sha256()
+        from ..checkpoints import weights_sha256
+
+        digest.update(weights_sha256(state).encode())
+        digest.update(json.dumps([net.config, self.statistics, ov.__version__], sort_keys=True).encode())
+        self.key = digest.hexdigest()[:24]
+        #: traced size (rule 2): inputs at least this large share the dynamic graph
+        self.example = self._example_size()
+        self._dynamic_ok = self.statistics.get("border", "clamp") == "clamp"
+        self._graphs: dict[str, Any] = {}
+        self._compiled: dict[tuple[int, int], Any] = {}
+        self._lock = threading.Lock()
+        bf16_ok = "BF16" in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if precision == "bf16" and not bf16_ok:
+            raise ValueError("This CPU has no bf16 support in OpenVINO; use precision='fp32' or 'auto'.")
+        self.precision = "bf16" if precision in ("auto", "bf16") and bf16_ok else "fp32"
+        self.precision_check: dict[str, Any] | None = None
+        if precision == "auto" and self.precision == "bf16":
+            self.precision_check = self._check_precision()
+            if not self.precision_check["passed"]:
+                self.precision = "fp32"
+                self._compiled.clear()
+
+    def _example_size(self) -> int:
+        """Smallest valid size whose feature map exceeds the local window at every level (rule 2)."""
+        stats = self.statistics
+        size = 2 * self.multiple
+        if stats["stats"] == "local":
+            for level, window in zip(stats["levels"], stats["windows"], strict=True):
+                size = max(size, (window + 1) * 2**level)
+        return valid_size(size, self.multiple, 2 * self.multiple)
+
+    # ------------------------------------------------------------ rules 2-4
+    def _graph(self, h: int, w: int) -> Any:
+        """The converted graph valid for an (h, w) input (read from disk when cached)."""
+        dynamic = self._dynamic_ok and h >= self.example and w >= self.example
+        tag = "dyn" if dynamic else f"{h}x{w}"
+        if tag in self._graphs:
+            return self._graphs[tag]
+        ov = self._ov
+        path = self.folder / f"{self.key}-{tag}.xml" if self.folder is not None else None
+        if path is not None and path.is_file() and path.with_suffix(".bin").is_file():
+            graph = self.core.read_model(str(path))
+        else:
+            size = (self.example, self.example) if dynamic else (h, w)
+            example = torch.zeros(1, self.channels, *size)
+            shape = [-1, self.channels, -1, -1] if dynamic else [-1, self.channels, h, w]
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values
+                graph = ov.convert_model(self.net, example_input=example, input=[ov.PartialShape(shape)])
+            if path is not None:
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.xml")
+                ov.save_model(graph, str(tmp), compress_to_fp16=False)
+                tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+                tmp.replace(path)
+        self._graphs[tag] = graph
+        return graph
+
+    def _compile(self, h: int, w: int) -> Any:
+        compiled = self._compiled.get((h, w))
+        if compiled is None:
+            graph = self._graph(h, w).clone()
+            graph.reshape([-1, self.channels, h, w])
+            config = {
+                "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+                "INFERENCE_NUM_THREADS": self.threads,
+                "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": "LATENCY",
+                "ENABLE_CPU_PINNING": False,
+            }
+            compiled = self.core.compile_model(graph, "CPU", config)
+            self._compiled[(h, w)] = compiled
+        return compiled
+
+    def _check_precision(self) -> dict[str, Any]:
+        """Rule 5: bf16 against torch float32 on the fixed probe image, padded to the traced size."""
+        image = torch.from_numpy(probe_image(self.channels))[None]
+        x, _ = pad_to_valid(image, self.multiple, minimum=self.example)
+        with torch.inference_mode():
+            reference = self.net(x).numpy()
+        result = self(x.numpy())
+        psnr = psnr_db(result, reference)
+        return {"precision": "bf16", "psnr_db": round(psnr, 2), "passed": psnr >= PRECISION_MIN_PSNR_DB}
+
+    # ------------------------------------------------------------ forward
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(B, C, h, w) float32 -> (B, C, h, w) float32 stage-2 output, any h, w >= 1."""
+        x, size = pad_to_valid(torch.from_numpy(np.ascontiguousarray(batch, np.float32)), self.multiple)
+        with self._lock:
+            compiled = self._compile(int(x.shape[-2]), int(x.shape[-1]))
+            out = compiled(x.numpy())[compiled.output(0)]
+        return np.asarray(out[..., : size[0], : size[1]], np.float32)
+
+    def describe(self) -> str:
+        return f"openvino {self.precision} ({self.threads} threads)"
+
+
+def prepare(net: torch.nn.Module, precision: str = "auto", threads: int | None = None) -> OpenVINOModel:
+    """``forward(batch) -> out`` through OpenVINO for a float32 HINet (see :class:`OpenVINOModel`).
+
+    Raises ``ImportError`` without the ``openvino`` package and the OpenVINO
+    error when converting fails; callers fall back to torch (:class:`WithFallback`).
+    """
+    return OpenVINOModel(net, precision, threads)
+
+
+class WithFallback:
+    """``forward`` through ``primary`` until it fails once; then warn and use ``fallback`` for good (rule 6).
+
+    Out-of-memory errors are not failures of the backend and are raised as they are.
+    """
+
+    def __init__(self, primary: Forward, fallback: Forward, what: str = "OpenVINO") -> None:
+        self.primary: Forward | None = primary
+        self.fallback = fallback
+        self.what = what
+        self.error: str | None = None
+
+    @property
+    def active(self) -> str:
+        """``"primary"`` or ``"fallback"``."""
+        return "primary" if self.primary is not None else "fallback"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.primary is not None:
+            try:
+                return self.primary(batch)
+            except MemoryError:
+                raise
+            except Exception as error:  # conversion/compile/inference failure of the backend
+                self.error = f"{type(error).__name__}: {error}"[:300]
+                warnings.warn(f"{self.what} failed ({self.error}); running torch instead.", stacklevel=2)
+                self.primary = None
+        return self.fallback(batch)

@@ -1,0 +1,149 @@
+"""OpenVINO backend: agreement with torch, disk cache, precision check, fallbacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hinet.engine.openvino_backend import (
+    WithFallback,
+    openvino_available,
+    prepare,
+    resolve_backend,
+)
+from napari_hinet.model import HINet, run_any_size
+from napari_hinet.model.tlc import set_statistics
+
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+#: float32 OpenVINO vs torch: both are float32 convolutions summed in different orders;
+#: measured 2e-6 max abs on these models, 1e-4 leaves room for other CPUs' kernels.
+F32_TOLERANCE = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HINET_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _model(stats: str = "global") -> HINet:
+    torch.manual_seed(0)
+    model = HINet(in_chn=1, wf=4, depth=3).eval()
+    return set_statistics(model, stats, patch_size=32)
+
+
+def _torch(model: HINet, batch: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return run_any_size(model, torch.from_numpy(batch)).numpy()
+
+
+@needs_openvino
+@pytest.mark.parametrize(
+    ("stats", "shapes"),
+    [
+        ("global", [(2, 1, 45, 37)]),
+        ("local", [(2, 1, 45, 37), (1, 1, 20, 9)]),  # the dynamic graph and an own-shape graph
+    ],
+)
+def test_fp32_matches_torch_on_odd_and_small_sizes(stats: str, shapes: list):
+    model = _model(stats)
+    forward = prepare(model, "fp32", threads=1)
+    rng = np.random.default_rng(0)
+    for shape in shapes:
+        batch = rng.random(shape, dtype=np.float32)
+        out = forward(batch)
+        assert out.shape == batch.shape and out.dtype == np.float32
+        assert np.abs(out - _torch(model, batch)).max() < F32_TOLERANCE
+    assert forward.precision == "fp32" and forward.precision_check is None
+
+
+@needs_openvino
+def test_converted_graph_is_read_back_from_the_disk_cache(monkeypatch, tmp_path):
+    import openvino
+
+    model = _model("local")
+    batch = np.random.default_rng(1).random((1, 1, 48, 48), dtype=np.float32)
+    first = prepare(model, "fp32", threads=1)
+    expected = first(batch)
+    assert list((tmp_path / "cache" / "openvino").glob(f"{first.key}-dyn.xml"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("converted again instead of reading the cache")
+
+    monkeypatch.setattr(openvino, "convert_model", refuse)
+    again = prepare(model, "fp32", threads=1)
+    assert again.key == first.key
+    assert np.array_equal(again(batch), expected)
+    other = _model("global")  # other statistics: another key, so it must convert
+    with pytest.raises(AssertionError, match="converted again"):
+        prepare(other, "fp32", threads=1)(batch)
+
+
+@needs_openvino
+def test_auto_precision_runs_the_self_check_where_bf16_exists():
+    import openvino
+
+    forward = prepare(_model(), "auto", threads=1)
+    if "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        check = forward.precision_check
+        assert check is not None and check["precision"] == "bf16"
+        assert forward.precision == ("bf16" if check["passed"] else "fp32")
+        assert check["passed"] == (check["psnr_db"] >= 45.0)
+    else:
+        assert forward.precision == "fp32"
+
+
+@needs_openvino
+def test_a_failing_conversion_falls_back_to_torch_with_a_warning(monkeypatch):
+    import openvino
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operation")
+
+    model = _model()
+    forward = prepare(model, "fp32", threads=1)  # nothing converted until the first batch
+    monkeypatch.setattr(openvino, "convert_model", broken)
+    runner = WithFallback(forward, lambda b: _torch(model, b))
+    batch = np.random.default_rng(2).random((1, 1, 40, 40), dtype=np.float32)
+    with pytest.warns(UserWarning, match="OpenVINO failed .*unsupported operation.*running torch"):
+        out = runner(batch)
+    assert runner.active == "fallback"
+    assert np.array_equal(out, _torch(model, batch))
+
+
+def test_missing_openvino_resolves_to_torch():
+    code = textwrap.dedent(
+        """
+        import sys, warnings
+        sys.modules["openvino"] = None  # import openvino now raises ImportError
+        import torch
+        from napari_hinet.engine.openvino_backend import openvino_available, resolve_backend
+        assert not openvino_available()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert resolve_backend("auto", torch.device("cpu")) == "torch"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert resolve_backend("openvino", torch.device("cpu")) == "torch"
+        assert any("pip install openvino" in str(w.message) for w in caught), caught
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_backend_choice_rules():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert resolve_backend("torch", cpu) == "torch"
+    assert resolve_backend("auto", cuda) == "torch"
+    assert resolve_backend("auto", cpu) == ("openvino" if openvino_available() else "torch")
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_backend("openvino", cuda)
+    with pytest.raises(ValueError, match="'auto', 'torch', 'openvino'|auto, torch, openvino"):
+        resolve_backend("onnx", cpu)
