@@ -38,18 +38,21 @@ def test_unserialisable_state_is_ignored_not_raised(config_dir) -> None:
     assert _common.load_widget_state("denoise") == {}
 
 
-def test_progress_clock_eta_from_rate_after_first_update() -> None:
+def test_progress_clock_eta_is_never_optimistic_early() -> None:
     now = [100.0]
     clock = _common.ProgressClock(clock=lambda: now[0])
     clock.start()
-    now[0] = 105.0  # model loading: not counted in the rate
-    clock.update(0, 10)
+    now[0] = 103.0  # model loading and a slow first batch
+    clock.update(1, 10)
     assert clock.eta() is None
-    now[0] = 107.0
-    clock.update(2, 10)  # 2 units in 2 s -> 8 units left = 8 s
-    assert clock.eta() == pytest.approx(8.0)
-    assert clock.fraction == pytest.approx(0.2)
-    assert clock.text("tiles") == "2/10 tiles, 0:08 left"
+    now[0] = 103.5
+    clock.update(2, 10)  # the second batch came back fast: 0.5 s/unit would say 4 s left
+    assert clock.eta() == pytest.approx(8 * 3.5 / 2)  # the rate since the start is slower: 14 s
+    now[0] = 140.0
+    clock.update(10 - 1, 10)  # steady at ~5.2 s/unit since the first update: that rate wins
+    assert clock.eta() == pytest.approx(37.0 / 8)
+    assert clock.fraction == pytest.approx(0.9)
+    assert clock.text("tiles") == "9/10 tiles, 0:05 left"
 
 
 @pytest.mark.parametrize(

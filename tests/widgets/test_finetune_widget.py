@@ -91,6 +91,15 @@ def test_training_plots_previews_saves_and_the_model_appears_in_denoise(
     assert "my-finetuned" not in list(denoise.model.choices)
     widget.start_button.changed.emit(True)
     assert widget.is_running and widget.stop_button.enabled and not widget.start_button.enabled
+    for control in (
+        widget.layer_a,
+        widget.layer_b,
+        widget.steps,
+        widget.lr,
+        widget.val_every,
+        widget.save_name,
+    ):
+        assert not control.enabled, control.label  # nothing that changes the result can change now
     wait_for(widget, timeout=240_000)
 
     assert [int(x) for x, _ in widget.loss_plot.points] == [1, 2, 3, 4, 5, 6]
@@ -214,6 +223,10 @@ def test_other_modes_and_folder_sources_train_and_save(
     wait_for(widget, timeout=240_000)
     assert widget.last_result is not None and widget.last_result.path.is_file(), widget.status.value
     assert len(widget.psnr_plot.points) >= 2
+    noisy = mode in ("self_supervised", "n2n")  # validation targets are noisy views: said everywhere
+    assert ("noisy" in widget.psnr_plot.title) == noisy
+    assert ("noisy" in widget.preview_strip.captions[2].text()) == noisy
+    assert ("against noisy views" in widget.status.value) == noisy, widget.status.value
 
 
 def test_gray_layers_fine_tune_an_rgb_base_model(make_napari_viewer, stop_workers, tiny_models, wait_for):
@@ -223,3 +236,33 @@ def test_gray_layers_fine_tune_an_rgb_base_model(make_napari_viewer, stop_worker
     widget.start()
     wait_for(widget, timeout=240_000)
     assert widget.last_result is not None and widget.last_result.path.is_file(), widget.status.value
+
+
+def test_identical_input_and_target_are_refused_and_clean_never_defaults_to_the_input(
+    make_napari_viewer, stop_workers, tiny_gray_model, tmp_path
+):
+    viewer = make_napari_viewer()
+    noisy, clean = _pair()
+    viewer.add_image(noisy, name="cells (noisy)")
+    widget = _dock(viewer, "Fine-tune")
+    assert widget.mode.value == "paired"
+    assert widget.layer_a.value is viewer.layers["cells (noisy)"]
+    assert widget.layer_b.value is None  # no clean layer: no target rather than the degraded layer
+    viewer.add_image(clean, name="cells (clean)")
+    assert widget.layer_b.value is viewer.layers["cells (clean)"]
+    assert widget.layer_a.value is viewer.layers["cells (noisy)"]
+
+    widget.base_model.value = tiny_gray_model
+    widget.layer_b.value = widget.layer_a.value  # noise to noise: refused before training
+    assert widget.start() is None and not widget.is_running
+    assert "same layer" in widget.status.value and "copy its input" in widget.status.value
+    viewer.add_image(noisy.copy(), name="copy")
+    widget.layer_b.value = viewer.layers["copy"]
+    assert widget.start() is None and "equal pixels" in widget.status.value
+
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    widget.source.value = "folders"
+    widget.folder_a.value = folder
+    widget.folder_b.value = folder
+    assert widget.start() is None and "same folder" in widget.status.value

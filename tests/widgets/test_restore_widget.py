@@ -130,6 +130,7 @@ def test_run_adds_restored_layer_with_geometry_and_provenance(
     assert PROVENANCE_KEYS <= set(meta)
     assert meta["model"] == tiny_models["denoise"] and len(meta["weights_sha256"]) == 64
     assert meta["source_layer"] == kind and meta["tile"] == 64
+    assert meta["out_dtype"] == str(out.data.dtype)  # the dtype written, also for "same as input" (uint8 RGB)
     np.testing.assert_array_equal(np.asarray(layer.data), before)
     assert "MP/s" in widget.status.value and widget.progress.value == widget.progress.max
     assert widget.image.value is layer  # napari selects the new layer; the picker keeps the input
@@ -409,3 +410,234 @@ def test_model_follows_gray_or_rgb_image_until_the_user_picks_one(
     viewer.layers.selection.active = viewer.layers["gray"]
     viewer.layers.selection.active = viewer.layers["rgb"]
     assert widget.image.value is viewer.layers["rgb"] and widget.model.value == "tiny-gray"
+
+
+# ------------------------------------------------------------------ widgets v2 (issue 14)
+def test_plane_output_has_its_own_name_and_never_replaces_the_stack_result(
+    make_napari_viewer, stop_workers, tiny_models, wait_for
+) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(8).random((2, 32, 32), dtype=np.float32), name="st")
+    widget = _dock(viewer, "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    assert not widget.new_layer.value  # the default: a rerun replaces its own earlier result
+    widget.run()
+    wait_for(widget)
+    viewer.dims.set_point(0, 1)
+    widget.scope.value = "current plane"
+    for _ in range(2):  # the second plane run replaces the first plane run, not the stack
+        widget.run()
+        wait_for(widget)
+    names = [lay.name for lay in viewer.layers]
+    assert names == ["st", "st (HINet denoise)", "st (HINet denoise) [z=1]"], names
+    assert viewer.layers["st (HINet denoise)"].data.shape == (2, 32, 32)
+    assert viewer.layers["st (HINet denoise) [z=1]"].data.shape == (1, 32, 32)
+    # a layer of the output's name but another shape (e.g. renamed by the user) is never replaced
+    viewer.layers["st (HINet denoise) [z=1]"].name = "st (HINet denoise)"
+    kept = viewer.layers[-1]
+    widget.run()
+    wait_for(widget)
+    assert kept in viewer.layers and len(viewer.layers) == 4
+
+
+def test_a_file_that_is_not_a_model_is_refused_and_not_remembered(
+    make_napari_viewer, stop_workers, tiny_models, tmp_path, isolated_widget_settings
+) -> None:
+    import torch
+
+    from napari_hinet import HINet, save_model
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights\n")
+    fake = tmp_path / "fake.pth"
+    fake.write_text("not weights either\n")
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Denoise")
+    before = widget.model.value
+    for path in (text, fake):
+        assert widget.add_checkpoint(path) is False
+        assert path.name in widget.status.value and "Expected HINet weights" in widget.status.value
+        assert str(path) not in list(widget.model.choices) and widget.model.value == before
+    saved = (
+        (isolated_widget_settings / "widgets.json").read_text()
+        if (isolated_widget_settings / "widgets.json").exists()
+        else ""
+    )
+    assert "notes.txt" not in saved and "fake.pth" not in saved
+    # a real checkpoint is added, selected, and "Load checkpoint…" stays last
+    torch.manual_seed(9)
+    good = save_model(HINet(in_chn=3, wf=8, depth=3), tmp_path / "good.safetensors", task="denoise")
+    assert widget.add_checkpoint(good)
+    values = list(widget.model.choices)
+    assert widget.model.value == str(good.resolve()) and values[-1] == "__load_checkpoint__"
+    assert values.count(str(good.resolve())) == 1
+
+
+def test_denoise_and_finetune_docks_scroll_on_a_laptop_window(
+    make_napari_viewer, stop_workers, qtbot
+) -> None:
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1280, 800)
+    docks = [
+        viewer.window.add_plugin_dock_widget("napari-hinet", name)[0] for name in ("Denoise", "Fine-tune")
+    ]
+    qtbot.wait(300)
+    for dock in docks:
+        assert dock.minimumSizeHint().height() <= 600, (dock.name, dock.minimumSizeHint())
+    window = viewer.window._qt_window
+    assert window.height() <= 800, window.height()
+    canvas = viewer.window._qt_viewer.canvas.native
+    assert canvas.height() >= 400, canvas.height()  # the canvas stays usable
+    assert viewer.window._qt_viewer.canvas.native.width() >= 400
+
+
+def test_controls_have_tooltips_and_model_cards_from_metadata(make_napari_viewer, stop_workers) -> None:
+    from magicgui.widgets import Label, ProgressBar
+    from magicgui.widgets.bases import ButtonWidget, ValueWidget
+
+    viewer = make_napari_viewer()
+    for name in ("Denoise", "Fine-tune"):
+        widget = _dock(viewer, name)
+        controls = [
+            w
+            for w in _all_widgets(widget)
+            if isinstance(w, (ValueWidget, ButtonWidget)) and not isinstance(w, (Label, ProgressBar))
+        ]
+        assert len(controls) >= 15
+        for control in controls:
+            tip = control.tooltip or ""
+            assert tip, f"{name}: {control.label or control.text} has no tooltip"
+            if not isinstance(control, ButtonWidget) or control.label:  # a value: its default is named
+                assert "Default" in tip, (name, control.label, tip)
+    denoise = _dock(viewer, "Denoise")
+    denoise.model.value = "hinet-denoise-fluo"
+    card = denoise.model_info.value
+    for word in ("Gray", "microscopy", "Poisson-Gaussian", "dB", "M weights"):
+        assert word in card, card
+
+
+def _all_widgets(container):
+    from magicgui.widgets import Container
+
+    for widget in container:
+        if isinstance(widget, Container):
+            yield from _all_widgets(widget)
+        else:
+            yield widget
+
+
+def test_model_choice_is_shown_reset_and_settings_saved_on_change(
+    make_napari_viewer, stop_workers, tiny_models
+) -> None:
+    from napari_hinet._widgets._common import load_widget_state
+
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Denoise")
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="photo", rgb=True)
+    automatic = widget.model.value
+    assert widget.model_source.value.startswith("Automatic") and "RGB" in widget.model_source.value
+    widget.model.value = "hinet-denoise-fluo"  # the user's choice: a gray model on an RGB photo
+    assert widget.model_source.value.startswith("Chosen by you") and automatic in widget.model_source.value
+    widget.tile.value = 128  # saved at once, no Run needed
+    state = load_widget_state("denoise")
+    assert state["settings"]["tile"] == 128 and state["model_chosen"]
+    widget.reset_button.changed.emit(True)
+    assert widget.model.value == automatic and widget.tile.value == 0
+    assert widget.model_source.value.startswith("Automatic")
+    state = load_widget_state("denoise")
+    assert state["settings"]["tile"] is None and not state["model_chosen"]
+
+
+def test_controls_are_locked_while_running_and_closing_the_dock_cancels(
+    make_napari_viewer, stop_workers, tiny_models, qtbot
+) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(10).random((40, 128, 128), dtype=np.float32), name="long")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-hinet", "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    widget.tile.value = 128
+    worker = widget.run()
+    finished = []
+    worker.finished.connect(lambda: finished.append(True))
+    for control in (
+        widget.image,
+        widget.model,
+        widget.device,
+        widget.precision,
+        widget.tile,
+        widget.overlap,
+        widget.tiling,
+        widget.out_dtype,
+        widget.scope,
+        widget.new_layer,
+        widget.preview_button,
+        widget.reset_button,
+        widget.source,
+    ):
+        assert not control.enabled, control.label or control.text
+    qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=60_000)
+    viewer.window.remove_dock_widget(dock)  # what the dock's close button does
+    qtbot.waitUntil(lambda: bool(finished), timeout=60_000)
+    qtbot.wait(200)
+    assert worker.abort_requested and not widget.is_running and widget._restorer is None
+    assert [lay.name for lay in viewer.layers] == ["long"]
+
+
+def test_files_mode_restores_a_folder_like_the_cli(
+    make_napari_viewer, stop_workers, tiny_models, wait_for, tmp_path
+) -> None:
+    import tifffile
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(11)
+    for k in range(2):
+        tifffile.imwrite(inputs / f"img{k}.tif", (rng.random((24, 32)) * 1000).astype(np.uint16))
+    (inputs / "broken.tif").write_bytes(b"not a tiff")
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    widget.source.value = "files"
+    assert not _shown(widget.image) and _shown(widget.input_folder) and _shown(widget.skip_existing)
+    widget.input_folder.value = inputs
+    assert widget.output_folder.value == inputs / "restored"
+    widget.run_button.changed.emit(True)
+    assert not widget.input_folder.enabled
+    wait_for(widget)
+    outcome = widget.files_outcome
+    assert len(outcome.done) == 2 and len(outcome.failed) == 1, widget.status.value
+    assert widget.status.value.startswith("Restored 2, skipped 0 (output exists), failed 1")
+    assert "broken.tif" in widget.status.value
+    written = tifffile.imread(inputs / "restored" / "img0.tif")
+    assert written.shape == (24, 32) and written.dtype == np.uint16  # the CLI's default: the input's dtype
+    first = viewer.layers[-1]  # the first result opens as a layer
+    assert first.name == "img0.tif (HINet denoise)" and first.data.shape == (24, 32)
+    widget.run()  # again: the existing outputs are skipped
+    wait_for(widget)
+    assert widget.status.value.startswith("Restored 0, skipped 2"), widget.status.value
+
+
+def _shown(widget) -> bool:
+    return not widget.native.isHidden()
+
+
+def test_compare_shows_input_result_and_clean_twin_side_by_side(
+    make_napari_viewer, stop_workers, tiny_models, wait_for
+) -> None:
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(12)
+    clean = viewer.add_image(rng.random((32, 32), dtype=np.float32), name="cell (clean)", visible=False)
+    noisy = viewer.add_image(rng.random((32, 32), dtype=np.float32), name="cell (noisy)")
+    widget = _dock(viewer, "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    assert widget.compare() is False and "first" in widget.status.value  # nothing to compare yet
+    widget.run()
+    wait_for(widget)
+    result = viewer.layers["cell (noisy) (HINet denoise)"]
+    assert widget.compare() is True
+    grid = viewer.canvas.grid
+    assert grid.enabled and tuple(grid.shape) == (1, 3)
+    cells = {grid.position(viewer.layers.index(lay), viewer.layers): lay.name for lay in viewer.layers}
+    assert [cells[(0, c)] for c in range(3)] == [noisy.name, result.name, clean.name]
+    assert widget.compare() is False  # back as it was
+    assert not grid.enabled and not clean.visible and noisy.visible

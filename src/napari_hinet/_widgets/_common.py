@@ -89,8 +89,11 @@ def format_megapixels_rate(pixels: float, seconds: float) -> str:
 class ProgressClock:
     """Tracks ``(done, total)`` updates of one run and estimates the time left.
 
-    The ETA is the elapsed time per unit of work times the work left, measured
-    from the first update (so model loading does not inflate it).
+    The ETA is the work left times the slower of two rates: the rate since the
+    first update, and the rate since :meth:`start` (model loading included).
+    The first is right once the run is steady; the second keeps the first
+    estimates of a run from being optimistic (a first batch that came back
+    quickly, a machine that gets busier), and fades as the run goes on.
     """
 
     clock: Callable[[], float] = time.perf_counter
@@ -127,7 +130,8 @@ class ProgressClock:
         spent = self.clock() - self.first_update
         if work <= 0 or spent <= 0:
             return None
-        return (self.total - self.done) * spent / work
+        per_unit = max(spent / work, (self.clock() - self.started) / self.done)
+        return (self.total - self.done) * per_unit
 
     def text(self, unit: str = "tiles") -> str:
         """E.g. ``"12/40 tiles, 0:07 left"``."""
@@ -176,3 +180,134 @@ def connect_layer_list(
     if owner is not None:
         owner.destroyed.connect(disconnect)
     return disconnect
+
+
+# ------------------------------------------------------------------ scrolling dock
+def scrollable_container_class() -> type:
+    """A magicgui ``Container`` whose docked Qt widget is a scroll area.
+
+    napari docks ``widget.native``; magicgui's ``scrollable=True`` puts the
+    controls into a ``QScrollArea`` but keeps ``native`` pointing at the inner
+    widget, so napari would dock the inner widget without the scroll area. Here
+    ``native`` is the scroll area itself (what napari docks and what tests see),
+    and :attr:`inner_layout` is the layout that holds the controls. The dock can
+    then be shorter than its controls: a laptop screen keeps a usable canvas.
+    """
+    from magicgui.widgets import Container
+    from qtpy.QtCore import QEvent, QObject
+
+    class _ParentWatcher(QObject):
+        """Calls ``callback(new parent)`` when the watched widget gets a new parent (or none)."""
+
+        def __init__(self, callback: Callable[[Any], None]) -> None:
+            super().__init__()
+            self._callback = callback
+
+        def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt API)
+            if event.type() == QEvent.Type.ParentChange:
+                self._callback(obj.parent())
+            return False
+
+    class ScrollableContainer(Container):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(scrollable=True, **kwargs)
+            from qtpy.QtWidgets import QFrame
+
+            self.root_native_widget.setFrameShape(QFrame.Shape.NoFrame)
+            self._parent_watcher = _ParentWatcher(self.on_dock_parent_changed)
+            self.root_native_widget.installEventFilter(self._parent_watcher)
+
+        def on_dock_parent_changed(self, parent: Any) -> None:
+            """Called with the scroll area's new parent; ``None`` when napari closes the dock
+            (it un-parents the widget rather than deleting it). Subclasses stop their run here."""
+
+        @property
+        def native(self) -> Any:  # the scroll area: napari docks it
+            return self.root_native_widget
+
+        @property
+        def inner_layout(self) -> Any:
+            """The QVBoxLayout holding the controls (inside the scroll area)."""
+            return self.root_native_widget.widget().layout()
+
+    return ScrollableContainer
+
+
+# ------------------------------------------------------------------ model descriptions
+_DEGRADATION_TEXT = {
+    "gaussian": "Gaussian noise",
+    "poisson_gaussian": "Poisson-Gaussian (camera) noise",
+    "motion_blur": "motion blur",
+    "rain": "rain streaks",
+}
+
+
+def parameter_count(path: Any) -> int | None:
+    """Number of weights in a ``.safetensors`` file, from its header (no tensor is read)."""
+    from napari_hinet.registry import read_safetensors_header
+
+    if path is None or not str(path).endswith(".safetensors"):
+        return None
+    try:
+        header = read_safetensors_header(path)
+    except (OSError, ValueError):
+        return None
+    total = 0
+    for key, entry in header.items():
+        if key != "__metadata__" and isinstance(entry, dict):
+            count = 1
+            for n in entry.get("shape", []):
+                count *= int(n)
+            total += count
+    return total
+
+
+def model_card_text(info: Any) -> str:
+    """A short model card for people, read from the model's metadata.
+
+    Rules, in this order: 1. channels (gray or RGB); 2. training data
+    (microscopy, photos, a fine-tune base); 3. degradation it learned; 4.
+    measured quality (validation PSNR before -> after, and what it was
+    measured against); 5. size and speed class (weights counted from the
+    file header; more than 20 M weights is slow on a CPU). Parts that the
+    metadata lacks are left out; the registry's one-line description (official
+    checkpoints) comes first when there is one.
+    """
+    meta = info.metadata or {}
+    parts: list[str] = []
+    if info.description:
+        parts.append(info.description.rstrip(".") + ".")
+    parts.append("Gray (1-channel) images." if info.channels == "gray" else "RGB (colour) images.")
+    training = meta.get("training") or {}
+    data = training.get("data") or {}
+    if training.get("base_model"):
+        parts.append(f"Fine-tuned from {training['base_model']} ({training.get('mode', '?')} mode).")
+    elif data:
+        if data.get("microscopy") and data.get("natural_as_gray"):
+            parts.append("Trained on microscopy and photos (as gray).")
+        elif data.get("microscopy"):
+            parts.append("Trained on microscopy images.")
+        else:
+            parts.append("Trained on natural photos.")
+    degradation = data.get("degradation") or {}
+    kind = degradation.get("kind") if isinstance(degradation, dict) else None
+    if kind:
+        parts.append(f"Degradation: {_DEGRADATION_TEXT.get(kind, kind)}.")
+    metrics = meta.get("metrics") or {}
+    best, start = metrics.get("val_psnr"), metrics.get("val_psnr_start")
+    if isinstance(best, (int, float)):
+        against = (
+            metrics.get("val_reference")
+            or metrics.get("val_target")
+            or metrics.get("val_set")
+            or "validation data"
+        )
+        if str(against).startswith("noisy"):
+            against = f"against a {against}, not clean images"
+        before = f"{start:.1f} → " if isinstance(start, (int, float)) else ""
+        parts.append(f"Validation PSNR {before}{best:.1f} dB ({against}).")
+    count = parameter_count(info.path)
+    if count:
+        speed = "slow on a CPU; a GPU is recommended" if count > 20e6 else "fast enough for a CPU"
+        parts.append(f"{count / 1e6:.1f} M weights: {speed}.")
+    return " ".join(parts)

@@ -44,6 +44,14 @@ class CurvePlot(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
     @property
+    def title(self) -> str:
+        return self._title
+
+    def set_title(self, title: str) -> None:
+        self._title = title
+        self.update()
+
+    @property
     def points(self) -> list[tuple[float, float]]:
         return list(zip(self._xs, self._ys, strict=True))
 
@@ -135,6 +143,7 @@ class PreviewStrip(QWidget):
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.images: list[QLabel] = []
+        self.captions: list[QLabel] = []
         for column, caption in enumerate(self.CAPTIONS):
             picture = QLabel()
             picture.setFixedSize(size, size)
@@ -145,8 +154,13 @@ class PreviewStrip(QWidget):
             layout.addWidget(picture, 0, column)
             layout.addWidget(label, 1, column)
             self.images.append(picture)
+            self.captions.append(label)
         self.setMinimumHeight(size + 24)  # images + captions, never squeezed
         self.shown_step: int | None = None
+
+    def set_captions(self, captions: Sequence[str]) -> None:
+        for label, text in zip(self.captions, captions, strict=True):
+            label.setText(text)
 
     def set_images(self, step: int, inputs: np.ndarray, output: np.ndarray, target: np.ndarray) -> None:
         for picture, image in zip(self.images, (inputs, output, target), strict=True):

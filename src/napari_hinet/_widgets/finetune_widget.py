@@ -44,6 +44,7 @@ from ._common import (
     image_layer_choices,
     load_widget_state,
     save_widget_state,
+    scrollable_container_class,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +68,51 @@ DEGRADATIONS = [
 _VALIDATIONS = ["hold out part of the data", "separate data"]
 _PROGRESS_STEPS = 1000
 
+#: Tooltips: what the control does, its default, when to change it.
+TOOLTIPS = {
+    "mode": "How the training pairs are made. Default: paired (degraded images with their clean twins).\n"
+    "synthetic: clean images only, degraded on the fly; Noise2Noise: two noisy acquisitions of the same "
+    "scene; self-supervised: noisy images only (validation is then against noisy views).",
+    "source": "Where the images come from: open layers, or folders of files (pairs matched by file name).\n"
+    "Default: layers.",
+    "layer_a": "The training input: degraded (paired), clean (synthetic), first acquisition (Noise2Noise) "
+    "or noisy (self-supervised) images.\nDefault: the top image layer that is not marked clean.",
+    "layer_b": "The training target: the clean twin (paired) or the second acquisition (Noise2Noise). "
+    "It must be a different image from the input.\nDefault: a layer whose name says clean, else none.",
+    "folder_a": "Folder of training inputs (see the layer picker above for what they are). Default: none.",
+    "folder_b": "Folder of training targets, with the same file names as the inputs; not the input folder."
+    "\nDefault: none.",
+    "degradation": "The degradation added to clean images (synthetic mode). Default: Poisson-Gaussian "
+    "camera noise.\nChoose the one that matches your real images.",
+    "validation": "How the model is checked while it trains. Default: hold out part of the data.\n"
+    "Choose separate data when you have a validation image pair.",
+    "val_fraction": "Share of the training images (or rows of a single image) kept for validation. "
+    "Default: 0.2.\nLower it when data is scarce; raise it for a steadier PSNR curve.",
+    "val_a": "Validation input layer (separate validation). Default: none chosen.",
+    "val_b": "Validation target layer: clean if you have it. Without one (self-supervised), validation is "
+    "against a noisy view and its PSNR is lower than against clean images.\nDefault: none.",
+    "base_model": "The model training starts from. Default: the bundled default model (denoise first).\n"
+    "Start from the model closest to your images; 'new HINet' trains from scratch (needs many steps).",
+    "patch_size": "Side of the random training patches, in pixels. Default: 64.\n"
+    "Larger patches see more context but are slower; it must fit in your smallest image.",
+    "batch_size": "Patches per training step. Default: 4.\nRaise it on a GPU; lower it if memory runs out.",
+    "steps": "Number of training steps. Default: 200.\nMore steps fit your data better (watch the "
+    "validation curve: stop when it flattens).",
+    "lr": "Learning rate. Default: 0.0002.\nLower it (e.g. 0.00005) if the validation PSNR drops at the "
+    "start; raise it when training from scratch.",
+    "val_every": "Validate (and update the preview and checkpoint) every this many steps. Default: 20.\n"
+    "Lower it for a finer curve; each validation costs time.",
+    "device": "Where training runs. Default: the first device (a GPU if there is one, else the CPU).",
+    "save_name": "Name of the new model in the model lists (and its file in the user models folder).\n"
+    "Default: base model, mode and time. Resume continues the run saved under this name.",
+    "start_button": "Start a new training run (a run saved earlier under the same name starts over).",
+    "stop_button": "Stop after the current step; the run is checkpointed (Resume continues it).",
+    "resume_button": "Continue the stopped run, or the run saved under the Save as name.",
+    "save_button": "Save the best model so far into the user models folder (e.g. after Stop).",
+    "progress": "Training steps done, with the time left.",
+    "status": "What happened last: the data used, the saved model and its validation PSNR, or an error.",
+}
+
 
 @dataclass
 class _Prepared:
@@ -74,6 +120,7 @@ class _Prepared:
 
     summary: str
     steps_done: int
+    reference: str  # what validation compares with: "clean" or a noisy view (Noise2Noise, self-supervised)
     losses: tuple[list[int], list[float]]  # curves so far (not empty after a resume), copied
     psnr: tuple[list[int], list[float]]
     preview: Any  # (input, output, target) of the first validation patch, or None
@@ -97,7 +144,7 @@ def runs_dir() -> Path:
     return user_models_dir().parent / "runs"
 
 
-class FinetuneWidget(Container):
+class FinetuneWidget(scrollable_container_class()):
     """Dock widget fine-tuning a model on layers or folders (see the module docstring).
 
     Scripting/tests: set the pickers' ``.value`` and call :meth:`start`,
@@ -114,19 +161,23 @@ class FinetuneWidget(Container):
         self._losses: tuple[list[int], list[float]] = ([], [])
         self._psnr: tuple[list[int], list[float]] = ([], [])
         self.last_result: _Finished | None = None
+        self._loading_state = True  # no saving while the saved settings are being applied
+        self.noisy_validation = False  # the current run validates against noisy views
 
         # --- data
         self.mode = ComboBox(label="Data mode", choices=[(v[0], k) for k, v in MODES.items()], value="paired")
         self.source = RadioButtons(label="Data from", choices=["layers", "folders"], value="layers")
         self.layer_a = ComboBox(label="Degraded images", choices=self._image_choices)
-        self.layer_b = ComboBox(label="Clean images", choices=self._image_choices)
+        self.layer_b = ComboBox(label="Clean images", choices=self._image_choices, nullable=True, value=None)
         self.folder_a = FileEdit(label="Degraded folder", mode="d")
         self.folder_b = FileEdit(label="Clean folder", mode="d")
         self.degradation = ComboBox(label="Degradation", choices=DEGRADATIONS, value="poisson_gaussian")
         self.validation = RadioButtons(label="Validation", choices=_VALIDATIONS, value=_VALIDATIONS[0])
         self.val_fraction = FloatSpinBox(label="Held-out fraction", min=0.05, max=0.5, step=0.05, value=0.2)
         self.val_a = ComboBox(label="Validation input", choices=self._image_choices)
-        self.val_b = ComboBox(label="Validation target", choices=self._image_choices, nullable=True)
+        self.val_b = ComboBox(
+            label="Validation target", choices=self._image_choices, nullable=True, value=None
+        )
         # --- model and recipe
         self.base_model = ComboBox(label="Base model", choices=self._model_choices)
         self.patch_size = SpinBox(label="Patch size", min=16, max=1024, step=16, value=64)
@@ -187,15 +238,22 @@ class FinetuneWidget(Container):
             label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
             label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
+        for name, text in TOOLTIPS.items():
+            getattr(self, name).tooltip = text
+
         self._restore_state()
+        self._default_layers()
         for widget in (self.mode, self.source, self.validation):
             widget.changed.connect(self._update_visibility)
+        for widget in self._saved_controls():
+            widget.changed.connect(self._save_state)
         self.start_button.changed.connect(lambda: self.start())
         self.stop_button.changed.connect(self.stop)
         self.resume_button.changed.connect(lambda: self.resume())
         self.save_button.changed.connect(lambda: self.save_now())
         self._disconnect_layers = connect_layer_list(viewer, self._reset_layer_choices, owner=self.native)
         self._update_visibility()
+        self._loading_state = False
 
     def _add_plots(self) -> None:
         from qtpy.QtWidgets import QHBoxLayout, QWidget
@@ -211,8 +269,8 @@ class FinetuneWidget(Container):
         layout.addWidget(self.loss_plot)
         layout.addWidget(self.psnr_plot)
         row.setMinimumHeight(self.loss_plot.minimumHeight())
-        self.native.layout().addWidget(row)
-        self.native.layout().addWidget(self.preview_strip)
+        self.inner_layout.addWidget(row)
+        self.inner_layout.addWidget(self.preview_strip)
 
     # ------------------------------------------------------------ choices
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -221,6 +279,21 @@ class FinetuneWidget(Container):
     def _reset_layer_choices(self, _event: Any = None) -> None:
         for widget in (self.layer_a, self.layer_b, self.val_a, self.val_b):
             widget.reset_choices()
+        self._default_layers()
+
+    def _default_layers(self) -> None:
+        """Pickers left empty get a sensible layer: the input a layer not named clean (a clean one in
+        synthetic mode), the target a layer named clean that is not the input; never input = target."""
+        layers = [c[1] for c in self._image_choices()]
+        marked = [lay for lay in layers if "clean" in lay.name.lower()]
+        unmarked = [lay for lay in layers if lay not in marked]
+        if self.layer_a.value is None or self.layer_a.value not in layers:
+            pool = (marked or unmarked) if self.mode.value == "synthetic" else (unmarked or marked)
+            if pool:
+                self.layer_a.value = pool[0]
+        if self.layer_b.value is None or self.layer_b.value is self.layer_a.value:
+            target = next((lay for lay in marked if lay is not self.layer_a.value), None)
+            self.layer_b.value = target
 
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
         from napari_hinet.registry import DEFAULT_MODELS, list_models
@@ -276,6 +349,25 @@ class FinetuneWidget(Container):
             "device": self.device.value,
         }
 
+    def _saved_controls(self) -> list[Any]:
+        """Controls whose value is remembered between sessions (saved on every change)."""
+        return [getattr(self, name) for name in self._state()]
+
+    def _result_controls(self) -> list[Any]:
+        """Every control that changes what training produces: disabled while it runs."""
+        return [
+            *self._saved_controls(),
+            self.layer_a,
+            self.layer_b,
+            self.val_a,
+            self.val_b,
+            self.save_name,
+        ]
+
+    def _save_state(self, _value: Any = None) -> None:
+        if not self._loading_state:
+            save_widget_state("finetune", self._state())
+
     def _restore_state(self) -> None:
         state = load_widget_state("finetune")
         for name, value in state.items():
@@ -299,12 +391,19 @@ class FinetuneWidget(Container):
                     f"Choose the {role_a.lower()}{' and ' + role_b.lower() if role_b else ''} layers."
                 )
             rgb = bool(a.rgb)
+            if role_b is not None:
+                _refuse_same(a, b, role_a, role_b)
             a, b = _layer_array(a), (_layer_array(b) if role_b else None)
         else:
             a, b, rgb = str(self.folder_a.value), str(self.folder_b.value), None
             for folder, role in ((a, role_a), (b, role_b)):
                 if role is not None and not Path(folder).is_dir():
                     raise ValueError(f"The {role.lower()} folder {folder!r} does not exist.")
+            if role_b is not None and Path(a).resolve() == Path(b).resolve():
+                raise ValueError(
+                    f"The {role_a.lower()} and {role_b.lower()} folders are the same folder ({a}): the "
+                    "model would learn to copy its input. Choose the folder of the other images."
+                )
         args: dict[str, Any] = {"mode": mode, "rgb": rgb}
         if mode == "synthetic":
             args.update(clean=a, degradation=self.degradation.value)
@@ -313,6 +412,8 @@ class FinetuneWidget(Container):
         if self.validation.value == _VALIDATIONS[1]:
             if self.val_a.value is None:
                 raise ValueError("Choose the validation layer, or hold out part of the training data.")
+            if self.val_b.value is not None and mode != "synthetic":
+                _refuse_same(self.val_a.value, self.val_b.value, "validation input", "validation target")
             val_a = _layer_array(self.val_a.value)
             val_b = _layer_array(self.val_b.value) if self.val_b.value is not None else None
             if mode == "synthetic":
@@ -412,7 +513,7 @@ class FinetuneWidget(Container):
         except ValueError as exc:
             self._fail(str(exc))
             return None
-        save_widget_state("finetune", self._state())
+        self._save_state()
         if job is None:
             self._job = None
             self._losses, self._psnr = ([], []), ([], [])
@@ -449,6 +550,7 @@ class FinetuneWidget(Container):
         yield _Prepared(
             _summary(job),
             job.steps_done,
+            _validation_reference(job),
             (list(history.steps), list(history.losses)),
             (list(history.val_steps), list(history.val_psnr)),
             job.trainer.predict_val(0),
@@ -468,6 +570,7 @@ class FinetuneWidget(Container):
     # ------------------------------------------------------------ worker signals
     def _on_yielded(self, item: Any) -> None:
         if isinstance(item, _Prepared):
+            self._label_validation(item.reference)
             self._losses, self._psnr = item.losses, item.psnr
             self.loss_plot.set_data(*self._losses)
             self.psnr_plot.set_data(*self._psnr)
@@ -500,13 +603,29 @@ class FinetuneWidget(Container):
         self.progress.value = _PROGRESS_STEPS
         self._announce_saved(result.path, result.best_psnr, result.start_psnr)
 
+    def _label_validation(self, reference: str) -> None:
+        """Say in the plot, preview and status whether validation is against clean images or noisy views."""
+        noisy = reference != "clean"
+        self.noisy_validation = noisy
+        self.psnr_plot.set_title("validation PSNR vs noisy views" if noisy else "validation PSNR")
+        self.preview_strip.set_captions(
+            ("input", "output (current model)", f"target: {reference}" if noisy else "target (clean)")
+        )
+
     def _announce_saved(self, path: Path | None, best: float | None, start: float | None) -> None:
         from .restore_widget import refresh_all_model_lists
 
         refresh_all_model_lists()
         self.base_model.reset_choices()
+        against = (
+            " against noisy views (not clean images: the PSNR against clean ones is higher)"
+            if self.noisy_validation
+            else ""
+        )
         gain = (
-            f" Validation PSNR {start:.2f} → {best:.2f} dB." if best is not None and start is not None else ""
+            f" Validation PSNR{against} {start:.2f} → {best:.2f} dB."
+            if best is not None and start is not None
+            else ""
         )
         self.status.value = f"Saved {Path(path).stem!r} to {path}.{gain} It is now in the model lists."
 
@@ -529,15 +648,13 @@ class FinetuneWidget(Container):
         self.stop_button.enabled = running
         self.resume_button.enabled = not running and (resumable or self._job is None)
         self.save_button.enabled = not running and self._job is not None
-        for widget in (
-            self.mode,
-            self.source,
-            self.base_model,
-            self.patch_size,
-            self.batch_size,
-            self.device,
-        ):
+        for widget in self._result_controls():
             widget.enabled = not running
+
+    def on_dock_parent_changed(self, parent: Any) -> None:
+        """napari closed the dock (un-parented the widget): stop training (it is checkpointed)."""
+        if parent is None:
+            self.close_worker()
 
     def close_worker(self) -> None:
         """Stop a running training (used when the widget is closed)."""
@@ -559,16 +676,44 @@ class FinetuneWidget(Container):
         self.save_name.value = "nuclei-finetuned-demo"
 
 
+def _refuse_same(a: Any, b: Any, role_a: str, role_b: str) -> None:
+    """Raise ValueError when the two layers are one image (the same layer, or equal pixels): training
+    would teach the model to copy its input, and validation would report a false success."""
+    if b is None:
+        return
+    same = a is b
+    if not same and a.data.shape == b.data.shape:
+        same = np.array_equal(_layer_array(a), _layer_array(b))
+    if same:
+        what = "the same layer" if a is b else "the same image (equal pixels)"
+        raise ValueError(
+            f"The {role_a.lower()} ({a.name!r}) and {role_b.lower()} ({b.name!r}) are {what}: the model "
+            f"would learn to copy its input. Choose the other image as {role_b.lower()}."
+        )
+
+
 def _layer_array(layer: Any) -> np.ndarray:
     """Training data from a layer: level 0, loaded into memory (training samples random patches)."""
     data = layer.data[0] if layer.multiscale else layer.data
     return np.asarray(data)
 
 
+def _validation_reference(job: Any) -> str:
+    """What the job's validation compares with: ``"clean"`` or the kind of noisy view."""
+    reference = getattr(job, "val_reference", None) or job.data_summary.get("val_target") or "clean"
+    return str(reference)
+
+
 def _summary(job: Any) -> str:
     data = job.data_summary
     resumed = f" Resumed at step {job.steps_done}." if job.steps_done else ""
+    reference = _validation_reference(job)
+    against = (
+        f" against noisy views ({reference}; PSNR lower than against clean images)"
+        if reference != "clean"
+        else ""
+    )
     return (
         f"Training {job.base_name} ({job.task}) on {data.get('images')} image(s), mode {job.mode}, "
-        f"validation: {data.get('validation')}.{resumed}"
+        f"validation: {data.get('validation')}{against}.{resumed}"
     )
