@@ -227,3 +227,124 @@ def test_paired_percentile_pairs_share_the_input_range(tmp_models_dir):
     for _ in job.run():
         pass
     assert job.trainer.history.val_psnr[0] > 28.0
+
+
+# ----------------------------------------------------------------------------- time budget
+def test_fit_steps_rules():
+    from napari_hinet.training import fit_steps
+
+    # 100 s left after 10 s, 0.5 s a step, a 2 s validation every 20 steps (+0.1 s a step)
+    total, warmup = fit_steps(
+        110, elapsed_s=10, steps_done=5, step_s=0.5, val_s=2, val_every=20, warmup_steps=20
+    )
+    assert total == 5 + int((110 - 10 - 2) / 0.6) == 168
+    assert warmup == 16  # 20 is more than a tenth of 168
+    assert (
+        fit_steps(300, elapsed_s=0, steps_done=5, step_s=0.5, val_s=0, val_every=20, warmup_steps=20)[1] == 20
+    )
+    # a warm-up longer than a tenth of the total is shortened, never below the steps done
+    total, warmup = fit_steps(
+        20, elapsed_s=1, steps_done=6, step_s=0.5, val_s=0, val_every=50, warmup_steps=20
+    )
+    assert total == 6 + 38 and warmup == 6
+    # an exhausted budget still ends the schedule one step later
+    assert fit_steps(5, elapsed_s=9, steps_done=6, step_s=1, val_s=1, val_every=5, warmup_steps=3)[0] == 7
+
+
+def test_time_budget_rejects_bad_values():
+    with pytest.raises(ValueError, match="time_budget_s must be > 0"):
+        _cfg(time_budget_s=0)
+    with pytest.raises(ValueError, match="restarts"):
+        _cfg(time_budget_s=10, steps=100, restarts=[50])
+
+
+@pytest.mark.slow
+def test_time_budget_ends_on_a_finished_schedule(tmp_path, tmp_models_dir):
+    """The schedule, not a timer, ends the run: the last step has the final learning rate.
+    Wall-time bounds are generous (the machine may be loaded); the plan is exact."""
+    import json
+
+    from napari_hinet.checkpoints import load_model
+    from napari_hinet.training.engine import lr_at
+
+    events = []
+    job = FinetuneJob(
+        None,
+        mode="self_supervised",
+        **MODE_DATA["self_supervised"](),
+        config=_cfg(
+            time_budget_s=4.0, warmup_steps=10, val_every=10, run_dir=str(tmp_path / "run"), name="budget"
+        ),
+    )
+    for ev in job.run():
+        events.append(ev)
+    plan = job.budget_plan
+    tcfg = job.trainer.cfg
+    assert plan is not None and plan["fitted_at_step"] == 6 and plan["steps"] == tcfg.steps == events[-1].step
+    assert all(ev.total == tcfg.steps for ev in events[5:])  # final total from the fitting step on
+    assert lr_at(tcfg.steps - 1, tcfg) == pytest.approx(tcfg.lr_min, rel=0.2, abs=1e-5)
+    assert 1.0 < job.trainer.wall_time_s < 4.0 * 4  # on budget within wide, load-proof bounds
+    assert json.loads((tmp_path / "run" / "budget.json").read_text()) == plan
+    meta = load_model(job.save()).metadata
+    assert meta["training"]["time_budget"] == plan and meta["training"]["steps"] == plan["steps"]
+
+
+@pytest.mark.slow
+def test_time_budget_resume_keeps_the_plan(tmp_path):
+    run = str(tmp_path / "run")
+    data = MODE_DATA["self_supervised"]()
+    job = FinetuneJob(None, mode="self_supervised", **data, config=_cfg(time_budget_s=3.0, run_dir=run))
+    polls = []
+    for _ in job.run(should_stop=lambda: polls.append(1) or len(polls) > 9):
+        pass
+    assert job.stopped and job.steps_done == 9
+    again = FinetuneJob(None, mode="self_supervised", **data, config=_cfg(time_budget_s=3.0, run_dir=run))
+    assert again.resumed and again.budget_plan == job.budget_plan
+    assert again.trainer.cfg.steps == job.trainer.cfg.steps
+
+
+# ----------------------------------------------------------------------------- what validation measures
+def test_validation_reference_is_labelled(tmp_models_dir):
+    from napari_hinet.checkpoints import load_model
+
+    cfg = _cfg(steps=1, val_every=1)
+    refs = {
+        mode: FinetuneJob(None, mode=mode, **MODE_DATA[mode](), config=cfg).val_reference
+        for mode in ("paired", "n2n", "self_supervised")
+    }
+    assert refs == {
+        "paired": "clean",
+        "n2n": "noisy view (second acquisition)",
+        "self_supervised": "noisy view (neighbour sub-sample)",
+    }
+    # clean validation pairs make it clean again
+    job = FinetuneJob(
+        None,
+        mode="self_supervised",
+        **MODE_DATA["self_supervised"](),
+        val_inputs=VAL_NOISY,
+        val_targets=VAL_CLEAN,
+        config=cfg,
+    )
+    assert job.val_reference == "clean"
+    result = finetune(
+        None, mode="self_supervised", **MODE_DATA["self_supervised"](), config=_cfg(steps=1, name="ref")
+    )
+    assert result.val_reference == "noisy view (neighbour sub-sample)"
+    assert load_model("ref").metadata["metrics"]["val_reference"] == result.val_reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["neighbor_reg", "blind_spot"])
+def test_each_self_supervised_method_learns_to_denoise(method):
+    result = finetune(
+        None,
+        mode="self_supervised",
+        **MODE_DATA["self_supervised"](),
+        val_inputs=VAL_NOISY,
+        val_targets=VAL_CLEAN,
+        config=_cfg(steps=40, val_every=20, ssl_method=method),
+        save=False,
+    )
+    assert result.val_reference == "clean"
+    assert result.val_psnr > result.val_psnr_start + 1.0, (result.val_psnr_start, result.history.val_psnr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -81,6 +82,40 @@ def test_cli_trains_with_yaml_and_flags(tmp_path, tmp_models_dir, capsys):
     assert "step 4 val_psnr" in log  # the flag (4 steps) overrode the YAML (50)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["step"] == 4
+
+
+def test_cli_time_budget_and_labelled_validation(tmp_path, tmp_models_dir, capsys):
+    noisy = _write_scenes(tmp_path / "noisy")
+    run = tmp_path / "run"
+    rc = main(
+        [
+            "train",
+            "--mode",
+            "self_supervised",
+            "--inputs",
+            str(noisy),
+            "--time-budget",
+            "3",
+            "--ssl-method",
+            "blind_spot",
+            "--name",
+            "budget-cli",
+            "--run-dir",
+            str(run),
+            *TINY,
+        ]
+    )
+    assert rc == 0
+    out = capsys.readouterr()
+    assert "validation PSNR is measured against: noisy view (neighbour sub-sample)" in out.err
+    assert "(time budget 3 s)" in out.out and "(against: noisy view (neighbour sub-sample))" in out.out
+    plan = json.loads((run / "budget.json").read_text())
+    assert f"saved {tmp_models_dir / 'budget-cli.safetensors'}: {plan['steps']} steps" in out.out
+    assert (
+        main(["train", "--mode", "self_supervised", "--inputs", str(noisy), "--time-budget", "-1", *TINY])
+        == 2
+    )
+    assert "time_budget_s must be > 0" in capsys.readouterr().err
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Training and fine-tuning of HINet models (GUI-free).
 
 * :func:`finetune` / :class:`FinetuneJob` -- the user-facing API (four data modes);
+* :mod:`~napari_hinet.training.selfsupervised` -- losses for noisy-only data;
 * :class:`Trainer` -- the training loop (checkpoints, resume, NaN guard);
 * :class:`Degradation` -- random synthetic degradations for the ``synthetic`` mode;
 * :mod:`~napari_hinet.training.splits` -- the held-out images of the bundled models.
@@ -8,7 +9,7 @@
 
 from .datasets import Degradation
 from .engine import StepEvent, TrainConfig, Trainer, TrainingDiverged, lr_at
-from .finetune import FinetuneConfig, FinetuneJob, FinetuneResult, finetune, load_images
+from .finetune import FinetuneConfig, FinetuneJob, FinetuneResult, finetune, fit_steps, load_images
 
 __all__ = [
     "Degradation",
@@ -20,6 +21,7 @@ __all__ = [
     "Trainer",
     "TrainingDiverged",
     "finetune",
+    "fit_steps",
     "load_images",
     "lr_at",
 ]

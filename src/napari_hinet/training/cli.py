@@ -48,7 +48,14 @@ _TRAIN_FLAGS = {
     "run_dir": (str, "folder for checkpoints and train.log (default ./runs/<name>)"),
     "name": (str, "name of the saved model"),
     "task": (str, "denoise, deblur or derain (for a new model)"),
+    "time_budget_s": (
+        float,
+        "wall-clock seconds of training; the schedule is fitted to it (replaces --steps)",
+    ),
+    "ssl_method": (str, "self_supervised: neighbor, neighbor_reg or blind_spot (default neighbor)"),
 }
+#: Flags whose name differs from the FinetuneConfig field.
+_FLAG_NAMES = {"time_budget_s": "--time-budget"}
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -89,7 +96,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over even if run_dir holds a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     for flag, (typ, help_) in _TRAIN_FLAGS.items():
-        p.add_argument("--" + flag.replace("_", "-"), type=typ, help=help_)
+        name = _FLAG_NAMES.get(flag, "--" + flag.replace("_", "-"))
+        p.add_argument(
+            name, dest=flag, type=typ, metavar="SECONDS" if flag == "time_budget_s" else None, help=help_
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,16 +208,25 @@ def run_train(args: argparse.Namespace) -> int:
     if job.resumed:
         print(f"resumed at step {job.steps_done} from {cfg.run_dir}/last.pt", file=sys.stderr)
     bar = None
+    print(f"validation PSNR is measured against: {job.val_reference}", file=sys.stderr)
+    if cfg.time_budget_s is not None:
+        print(
+            f"time budget {cfg.time_budget_s:g} s: the number of steps is fitted after the first steps",
+            file=sys.stderr,
+        )
     if not args.no_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=job.steps_done, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=job.trainer.cfg.steps, initial=job.steps_done, unit="step", dynamic_ncols=True)
+    psnr_key = "val_psnr" if job.val_reference == "clean" else "val_psnr_vs_noisy"
     try:
         for ev in job.run():
             if bar is not None:
+                if bar.total != ev.total:
+                    bar.total = ev.total
                 post = {"loss": f"{ev.loss:.4f}"}
                 if ev.best_psnr is not None:
-                    post["val_psnr"] = f"{ev.best_psnr:.2f}"
+                    post[psnr_key] = f"{ev.best_psnr:.2f}"
                 bar.set_postfix(post, refresh=False)
                 bar.update(1)
     except TrainingDiverged as exc:
@@ -223,8 +242,10 @@ def run_train(args: argparse.Namespace) -> int:
     path = job.save(s.get("output"))
     start, best = job.trainer.start_psnr, job.trainer.best_psnr
     summary = f"saved {path}: {job.steps_done} steps, {job.trainer.wall_time_s:.0f} s"
+    if job.budget_plan is not None:
+        summary += f" (time budget {cfg.time_budget_s:g} s)"
     if start is not None and best is not None:
-        summary += f", validation PSNR {start:.2f} -> {best:.2f} dB"
+        summary += f", validation PSNR {start:.2f} -> {best:.2f} dB (against: {job.val_reference})"
     print(summary)
     return 0
 

@@ -16,7 +16,8 @@ Modes:
   the same scene, each used as the target of the other (Noise2Noise);
 * ``self_supervised`` -- :class:`NeighborSource`: noisy images only; the two
   images of a pair are neighbouring-pixel sub-samples of one noisy patch
-  (Neighbor2Neighbor, Huang et al., CVPR 2021).
+  (Neighbor2Neighbor, Huang et al., CVPR 2021); :class:`NoisyPatchSource`:
+  noisy patches for the objectives of :mod:`napari_hinet.training.selfsupervised`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "Degradation",
     "MixtureSource",
     "NeighborSource",
+    "NoisyPatchSource",
     "PairedSource",
     "SyntheticSource",
     "LUMA_WEIGHTS",
@@ -272,11 +274,14 @@ def neighbor_pair(noisy: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
 
 
 @dataclass
-class NeighborSource:
-    """Noisy images only: each sample is a Neighbor2Neighbor pair of one noisy patch."""
+class NoisyPatchSource:
+    """Noisy images only: each sample is one noisy patch of ``scale * patch`` pixels,
+    returned as both input and target (the objectives of
+    :mod:`napari_hinet.training.selfsupervised` make the pairs)."""
 
     images: list[Image]
     augment: bool = True
+    scale: int = 1
     _areas: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -286,12 +291,27 @@ class NeighborSource:
     def channels(self) -> int:
         return self.images[0].shape[2]
 
-    def sample(self, rng: np.random.Generator, patch: int) -> tuple[np.ndarray, np.ndarray]:
+    def crop(self, rng: np.random.Generator, patch: int) -> np.ndarray:
+        """A random (augmented) ``scale * patch`` crop of an image drawn by area."""
         img = self.images[_pick(self._areas, rng)]
-        crop = _to_float(_random_crop(img, 2 * patch, rng))
+        crop = _to_float(_random_crop(img, self.scale * patch, rng))
         if self.augment:
             crop = dihedral(crop, int(rng.integers(8)))
-        return neighbor_pair(np.ascontiguousarray(crop), rng)
+        return np.ascontiguousarray(crop)
+
+    def sample(self, rng: np.random.Generator, patch: int) -> tuple[np.ndarray, np.ndarray]:
+        crop = self.crop(rng, patch)
+        return crop, crop
+
+
+@dataclass
+class NeighborSource(NoisyPatchSource):
+    """Noisy images only: each sample is a Neighbor2Neighbor pair of one noisy patch."""
+
+    scale: int = 2
+
+    def sample(self, rng: np.random.Generator, patch: int) -> tuple[np.ndarray, np.ndarray]:
+        return neighbor_pair(self.crop(rng, patch), rng)
 
 
 def make_batch(

@@ -167,6 +167,9 @@ class Trainer:
         run_dir: folder for ``last.pt``, ``best.pt`` and ``train.log``; ``None`` =
             no files (nothing to resume from).
         extra_state: JSON-able dict stored in checkpoints (e.g. the data recipe).
+        objective: ``objective(model, x, y, autocast) -> loss`` replacing the default
+            ``two_stage_loss(loss_fn, model(x), y)`` (e.g. a self-supervised loss that
+            needs the network more than once); ``autocast`` is a context factory.
     """
 
     def __init__(
@@ -177,8 +180,11 @@ class Trainer:
         cfg: TrainConfig,
         run_dir: str | os.PathLike | None = None,
         extra_state: dict | None = None,
+        objective: Callable | None = None,
     ) -> None:
         self.cfg = cfg
+        self.objective = objective
+        self.val_seconds: float | None = None  # wall time of the last validation
         self.device = torch.device(cfg.device)
         if cfg.num_threads:
             torch.set_num_threads(int(cfg.num_threads))
@@ -242,31 +248,60 @@ class Trainer:
             _atomic_torch_save(self.state_dict(), self.run_dir / "last.pt")
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Restore the full training state written by :meth:`save_checkpoint`."""
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if state.get("format") != "napari-hinet-train-v1":
-            raise ValueError(f"{path} is not a napari-hinet training checkpoint")
+        """Restore the full training state written by :meth:`save_checkpoint`.
+
+        Raises :class:`~napari_hinet.checkpoints.RunStateError` (file name and what
+        to do) for a file that is damaged, unsafe, of another format or of another model.
+        """
+        from ..checkpoints import CheckpointError, RunStateError, read_torch_file
+
+        fix = "Start over with resume=False (--no-resume), or use another run folder."
+        try:
+            state = read_torch_file(path, remedy=fix)
+            best_path = self.run_dir / "best.pt" if self.run_dir is not None else None
+            best = (
+                read_torch_file(best_path, remedy=fix)
+                if best_path is not None and best_path.exists()
+                else None
+            )
+        except CheckpointError as exc:
+            raise RunStateError(
+                f"Cannot resume training: {exc}" + ("" if fix in str(exc) else f" {fix}")
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != "napari-hinet-train-v1":
+            raise RunStateError(
+                f"Cannot resume training: {path} is not a napari-hinet training checkpoint. {fix}"
+            )
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise ValueError(
-                f"the checkpoint {path} belongs to a different model or optimizer ({str(exc).splitlines()[0]}); "
-                "use another run folder, or resume=False (--no-resume) to start over"
-            ) from exc
-        if self.scaler is not None and state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        best = float(state["best_psnr"])
-        start = float(state["start_psnr"])
-        self.best_psnr = None if math.isnan(best) else best
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise RunStateError(
+                f"Cannot resume training: the checkpoint {path} belongs to a different model or optimizer "
+                f"({str(exc).splitlines()[0][:200]}). {fix}"
+            ) from None
+        try:
+            if self.scaler is not None and state["scaler"]:
+                self.scaler.load_state_dict(state["scaler"])
+            step = int(state["step"])
+            best_psnr = float(state["best_psnr"])
+            start = float(state["start_psnr"])
+            history = History(**state["history"])
+            wall = float(state["wall_time_s"])
+            torch.set_rng_state(state["torch_rng"])
+            best_state = best["model"] if best is not None else None
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise RunStateError(
+                f"Cannot resume training: {path} lacks or has a damaged field ({type(exc).__name__}: "
+                f"{str(exc)[:200]}). {fix}"
+            ) from None
+        self.step = step
+        self.best_psnr = None if math.isnan(best_psnr) else best_psnr
         self.start_psnr = None if math.isnan(start) else start
-        self.history = History(**state["history"])
-        self.wall_time_s = float(state["wall_time_s"])
-        torch.set_rng_state(state["torch_rng"])
-        best_path = self.run_dir / "best.pt" if self.run_dir is not None else None
-        if best_path is not None and best_path.exists():
-            self.best_state = torch.load(best_path, map_location="cpu", weights_only=True)["model"]
+        self.history = history
+        self.wall_time_s = wall
+        if best_state is not None:
+            self.best_state = best_state
 
     def try_resume(self) -> bool:
         """Load ``<run_dir>/last.pt`` if it exists; returns whether it did."""
@@ -322,9 +357,15 @@ class Trainer:
         )
 
     def _record_validation(self) -> float | None:
+        started = time.perf_counter()
         value = self.validate()
+        self.val_seconds = time.perf_counter() - started
         if value is None:
             return None
+        if not math.isfinite(value):
+            self._diverged(
+                f"the validation PSNR is {value} at step {self.step} (the model's output holds NaN/Inf)"
+            )
         if self.start_psnr is None:
             self.start_psnr = value
         self.history.val_steps.append(self.step)
@@ -353,9 +394,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            outputs = self.model(x)
-        loss = two_stage_loss(self.loss_fn, [o.float() for o in outputs], y)
+        if self.objective is not None:
+            loss = self.objective(self.model, x, y, self._autocast)
+        else:
+            with self._autocast():
+                outputs = self.model(x)
+            loss = two_stage_loss(self.loss_fn, [o.float() for o in outputs], y)
         if not torch.isfinite(loss.detach()):
             self._diverged(f"the loss is {loss.item()} at step {self.step + 1}")
         if self.scaler is not None:

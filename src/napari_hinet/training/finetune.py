@@ -12,8 +12,20 @@ Data modes (``mode=``):
     Noise2Noise: ``inputs=`` and ``targets=`` are two independent noisy
     acquisitions of the same scene; each serves as the target of the other.
 ``"self_supervised"``
-    ``inputs=`` noisy images only (Neighbor2Neighbor sub-sampled pairs; for
-    pixel-wise independent, zero-mean noise such as camera shot/read noise).
+    ``inputs=`` noisy images only (``config.ssl_method``: Neighbor2Neighbor
+    sub-sampled pairs with or without its regulariser, or blind-spot masking; see
+    :mod:`~napari_hinet.training.selfsupervised`; for pixel-wise independent,
+    zero-mean noise such as camera shot/read noise).
+
+Validation PSNR is measured against a clean reference only when one is given
+(paired and synthetic modes, or ``val_targets=``); in ``n2n`` and
+``self_supervised`` mode without it, the reference is a *noisy view* (the second
+acquisition, or the other neighbour sub-sample), so the value is far below the
+true PSNR and only its rise means something. :attr:`FinetuneJob.val_reference`,
+:attr:`FinetuneResult.val_reference`, the saved metadata and the CLI say which.
+
+``config.time_budget_s`` fits the number of steps to a wall-clock budget (see
+:func:`fit_steps`), so the warm-up and cosine decay end when the time is up.
 
 Images are numpy arrays (e.g. napari layer data), lists of arrays, a file path
 or a folder path (pairs in two folders are matched by file name). Arrays are
@@ -30,6 +42,7 @@ before any training) from *running* (a generator of
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import re
@@ -42,12 +55,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from .datasets import Degradation, NeighborSource, PairedSource, SyntheticSource, fixed_set
+from . import selfsupervised
+from .datasets import Degradation, NeighborSource, NoisyPatchSource, PairedSource, SyntheticSource, fixed_set
 from .engine import History, TrainConfig, Trainer
 
-__all__ = ["FinetuneConfig", "FinetuneJob", "FinetuneResult", "finetune", "load_images"]
+__all__ = ["FinetuneConfig", "FinetuneJob", "FinetuneResult", "finetune", "fit_steps", "load_images"]
 
 MODES = ("synthetic", "paired", "n2n", "self_supervised")
+#: Steps timed before the number of steps is fitted to ``time_budget_s`` (at most,
+#: and never past the warm-up, whose learning rates do not depend on the total).
+PROBE_STEPS = 6
+#: Validation reference labels (``val_reference``).
+CLEAN_REFERENCE = "clean"
+NOISY_VIEW_N2N = "noisy view (second acquisition)"
+NOISY_VIEW_SUBSAMPLE = "noisy view (neighbour sub-sample)"
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
 
 ImageData = np.ndarray | Sequence[np.ndarray] | str | os.PathLike
@@ -77,6 +98,16 @@ class FinetuneConfig(TrainConfig):
         resume: continue from ``run_dir/last.pt`` when it exists.
         name: name of the saved model (default: ``<base>-<mode>-<date>``).
         task: task of a new model (``"denoise"``, ``"deblur"``, ``"derain"``).
+        time_budget_s: wall-clock seconds for :meth:`FinetuneJob.run` (validations
+            included; data loading and saving not). When set, ``steps`` is ignored:
+            the first steps of the warm-up are timed and the total is fitted so the
+            warm-up + cosine schedule ends at the budget (:func:`fit_steps`); the
+            fitted count is final (a slower machine later means a longer run, not a
+            truncated schedule) and kept in ``run_dir/budget.json`` for resuming.
+        ssl_method: self-supervised method (mode ``"self_supervised"``):
+            ``"neighbor"`` (Neighbor2Neighbor), ``"neighbor_reg"`` (with its
+            regulariser) or ``"blind_spot"`` (Noise2Void-style masking); see
+            :mod:`napari_hinet.training.selfsupervised`.
     """
 
     steps: int = 500
@@ -94,9 +125,21 @@ class FinetuneConfig(TrainConfig):
     resume: bool = True
     name: str | None = None
     task: str | None = None
+    time_budget_s: float | None = None
+    ssl_method: str = "neighbor"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s must be > 0 seconds (or None), got {self.time_budget_s}")
+        if self.time_budget_s is not None and self.restarts:
+            raise ValueError(
+                "time_budget_s fits one warm-up + cosine cycle; it cannot be combined with restarts"
+            )
+        if self.ssl_method not in selfsupervised.METHODS:
+            raise ValueError(
+                f"ssl_method must be one of {', '.join(selfsupervised.METHODS)}, got {self.ssl_method!r}"
+            )
         if self.normalization not in (None, "fixed", "percentile"):
             raise ValueError(
                 f"normalization must be 'fixed', 'percentile' or None, got {self.normalization!r}"
@@ -120,6 +163,7 @@ class FinetuneResult:
     steps: int
     val_psnr: float | None  # best validation PSNR (dB)
     val_psnr_start: float | None  # the starting model's validation PSNR (dB)
+    val_reference: str  # what the validation PSNR compares with: "clean" or "noisy view (...)"
     history: History
     stopped: bool  # True when should_stop ended training early
     wall_time_s: float
@@ -153,8 +197,21 @@ def _list_folder(folder: Path) -> list[Path]:
 
 
 def _split_array(arr: np.ndarray, rgb: bool | None, label: str) -> list[np.ndarray]:
-    """One array -> list of channel-last images (H, W, C)."""
+    """One array -> list of channel-last images (H, W, C).
+
+    Rules, in this order: only integer, float and bool pixels (bool becomes 0/1
+    float32); no empty array (a 0-plane stack or a 0-pixel image); then the shapes below.
+    """
     a = np.asarray(arr)
+    if a.dtype.kind == "b":
+        a = a.astype(np.float32)
+    if a.dtype.kind not in "uif":
+        raise ValueError(
+            f"{label}: images must hold integer or real numbers, not {a.dtype} pixels; convert them "
+            "(for complex data, e.g. take np.abs)"
+        )
+    if a.size == 0:
+        raise ValueError(f"{label}: the array of shape {a.shape} holds no pixels (an empty image or stack)")
     if a.ndim == 2:
         return [a[..., None]]
     if a.ndim == 3:
@@ -167,6 +224,22 @@ def _split_array(arr: np.ndarray, rgb: bool | None, label: str) -> list[np.ndarr
         f"{label}: cannot read an array of shape {a.shape} as images; expected (H, W), (H, W, 3), "
         "(N, H, W) or (N, H, W, 3)"
     )
+
+
+def _check_finite(
+    train: list[list[np.ndarray]], val: list[list[np.ndarray]] | None, names: list[str]
+) -> None:
+    """Raise ``ValueError`` naming the first training or validation image with NaN or Inf pixels."""
+    groups = [("training", ims) for ims in train] + [("validation", ims) for ims in (val or [])]
+    for what, images in groups:
+        for i, im in enumerate(images):
+            if im.dtype.kind == "f" and not np.isfinite(im).all():
+                bad = int(im.size - np.count_nonzero(np.isfinite(im)))
+                name = names[i] if what == "training" and i < len(names) else f"#{i}"
+                raise ValueError(
+                    f"the {what} image {name} holds {bad} NaN or infinite pixel(s); training on them would "
+                    "give a NaN loss or NaN validation. Replace them (e.g. np.nan_to_num) or leave the image out"
+                )
 
 
 def load_images(
@@ -359,6 +432,7 @@ class FinetuneJob:
 
         # --- read the data (before the model: errors about data come first) ------
         train, val, names = self._read_data(clean, inputs, targets, val_inputs, val_targets, val_clean, rgb)
+        _check_finite(train, val, names)
         data_channels = train[0][0].shape[2]
         self.model, self.base_name = _resolve_model(base_model, cfg, data_channels)
         want = int(self.model.config["in_chn"])
@@ -438,20 +512,26 @@ class FinetuneJob:
         if vp % multiple:
             raise ValueError(f"val_patch {vp} must be a multiple of {multiple}")
         self.val = fixed_set(val_source, cfg.seed, cfg.val_count, vp)
-        self.data_summary["val_target"] = (
-            "noisy (second acquisition / sub-sample)"
-            if mode
-            in (
-                "n2n",
-                "self_supervised",
-            )
-            and val_targets is None
-            else "clean"
-        )
+        if mode in ("n2n", "self_supervised") and val_targets is None:
+            self.val_reference = NOISY_VIEW_N2N if mode == "n2n" else NOISY_VIEW_SUBSAMPLE
+        else:
+            self.val_reference = CLEAN_REFERENCE
+        self.data_summary["val_reference"] = self.val_reference
+        if mode == "self_supervised":
+            self.data_summary["ssl_method"] = cfg.ssl_method
         self.trainer = Trainer(
-            self.model, self.source, self.val, cfg.train_config(), cfg.run_dir, {"data": self.data_summary}
+            self.model,
+            self.source,
+            self.val,
+            cfg.train_config(),
+            cfg.run_dir,
+            {"data": self.data_summary},
+            objective=self._objective(),
         )
+        self.budget_plan: dict | None = None
         self.resumed = bool(cfg.resume and self.trainer.try_resume())
+        if cfg.time_budget_s is not None:
+            self._prepare_budget()
         self.stopped = False
 
     # --------------------------------------------------------------------- helpers
@@ -519,17 +599,97 @@ class FinetuneJob:
             return PairedSource(lists[0], lists[1], augment=augment, swap=True)
         if self.mode == "synthetic":
             return SyntheticSource(lists[0], self.degradation, augment=augment)
-        return NeighborSource(lists[0], augment=augment)
+        if augment and self.cfg.ssl_method != "neighbor":  # training patches for an objective
+            scale = 2 if self.cfg.ssl_method == "neighbor_reg" else 1
+            return NoisyPatchSource(lists[0], augment=True, scale=scale)
+        return NeighborSource(lists[0], augment=augment)  # validation: always neighbour pairs
+
+    def _objective(self):
+        """The training loss when it is not the plain two-stage loss (self-supervised methods)."""
+        if self.mode != "self_supervised" or self.cfg.ssl_method == "neighbor":
+            return None
+        if self.cfg.ssl_method == "neighbor_reg":
+            from .losses import make_loss
+
+            return selfsupervised.neighbor_objective(make_loss(self.cfg.loss, self.cfg.loss_weight))
+        return selfsupervised.blind_spot_objective(l1=self.cfg.loss == "l1")
 
     # --------------------------------------------------------------------- running
     @property
     def steps_done(self) -> int:
         return self.trainer.step
 
+    # --------------------------------------------------------------- time budget
+    def _budget_file(self) -> Path | None:
+        return self.trainer.run_dir / "budget.json" if self.trainer.run_dir is not None else None
+
+    def _prepare_budget(self) -> None:
+        """Provisional total until the probe steps are timed (or the plan of a resumed run)."""
+        tcfg = self.trainer.cfg
+        path = self._budget_file()
+        if self.resumed and path is not None and path.exists():
+            self._apply_plan(json.loads(path.read_text()))
+            return
+        self.probe_steps = max(2, min(PROBE_STEPS, tcfg.warmup_steps))
+        tcfg.steps = max(tcfg.steps, tcfg.warmup_steps + 1, self.probe_steps + 1)
+
+    def _apply_plan(self, plan: dict) -> None:
+        self.budget_plan = plan
+        self.trainer.cfg.steps = int(plan["steps"])
+        self.trainer.cfg.warmup_steps = int(plan["warmup_steps"])
+
+    def _fit_budget(self, step_times: list[float]) -> None:
+        """Fix the total number of steps from the timed probe steps (the first one is
+        excluded: it includes one-off allocations)."""
+        tcfg = self.trainer.cfg
+        timed = step_times[1:] or step_times
+        step_s = float(sum(timed) / len(timed))
+        val_s = float(self.trainer.val_seconds or 0.0)
+        steps, warmup = fit_steps(
+            self.cfg.time_budget_s,
+            elapsed_s=self.trainer.wall_time_s + val_s,  # + the validation before step 1
+            steps_done=self.trainer.step,
+            step_s=step_s,
+            val_s=val_s if self.trainer.val is not None else 0.0,
+            val_every=tcfg.val_every,
+            warmup_steps=tcfg.warmup_steps,
+        )
+        plan = {
+            "time_budget_s": self.cfg.time_budget_s,
+            "steps": steps,
+            "warmup_steps": warmup,
+            "step_s": round(step_s, 4),
+            "val_s": round(val_s, 4),
+            "fitted_at_step": self.trainer.step,
+        }
+        self._apply_plan(plan)
+        self.trainer.log(
+            f"time budget {self.cfg.time_budget_s:g} s: {steps} steps (warm-up {warmup}), {plan}"
+        )
+        path = self._budget_file()
+        if path is not None:
+            path.write_text(json.dumps(plan))
+
     def run(self, should_stop: Callable[[], bool] | None = None):
-        """Train; yields a StepEvent per step. Stops early (checkpointed) when should_stop() is True."""
+        """Train; yields a StepEvent per step. Stops early (checkpointed) when should_stop() is True.
+
+        With ``time_budget_s``, the events of the first few steps carry a
+        provisional ``total``; from the step that fits the budget on, the final one.
+        """
         self.stopped = False
-        yield from self.trainer.run(should_stop)
+        if self.cfg.time_budget_s is None or self.budget_plan is not None:
+            yield from self.trainer.run(should_stop)
+        else:
+            times: list[float] = []  # durations of plain steps (no validation)
+            previous = self.trainer.wall_time_s
+            for event in self.trainer.run(should_stop):
+                if event.val_psnr is None:
+                    times.append(event.elapsed_s - previous)
+                previous = event.elapsed_s
+                if len(times) >= self.probe_steps and self.budget_plan is None:
+                    self._fit_budget(times)
+                    event.total = self.trainer.cfg.steps
+                yield event
         self.stopped = self.trainer.step < self.trainer.cfg.steps
 
     def default_name(self) -> str:
@@ -568,13 +728,15 @@ class FinetuneJob:
                 "seed": cfg.seed,
                 "recipe": {k: v for k, v in asdict(cfg).items()},
                 "wall_time_s": round(self.trainer.wall_time_s, 1),
+                "time_budget": self.budget_plan,
                 "hardware": hardware_summary(cfg),
                 "package_version": __version__,
             },
             metrics={
                 "val_psnr": self.trainer.best_psnr,
                 "val_psnr_start": self.trainer.start_psnr,
-                "val_target": self.data_summary["val_target"],
+                "val_reference": self.val_reference,
+                "val_target": self.val_reference,  # older name of val_reference
             },
             licence="user-trained; depends on the training data's terms",
         )
@@ -588,11 +750,45 @@ class FinetuneJob:
             steps=self.trainer.step,
             val_psnr=self.trainer.best_psnr,
             val_psnr_start=self.trainer.start_psnr,
+            val_reference=self.val_reference,
             history=self.trainer.history,
             stopped=self.stopped,
             wall_time_s=self.trainer.wall_time_s,
             run_dir=self.trainer.run_dir,
         )
+
+
+def fit_steps(
+    budget_s: float,
+    *,
+    elapsed_s: float,
+    steps_done: int,
+    step_s: float,
+    val_s: float,
+    val_every: int,
+    warmup_steps: int,
+) -> tuple[int, int]:
+    """The total number of steps, and of warm-up steps, that end training at ``budget_s``.
+
+    Rules, applied in this order (times in seconds):
+
+    1. What is left: ``budget_s - elapsed_s``, less one validation (``val_s``) for
+       the final one.
+    2. A step costs ``step_s`` plus its share of the periodic validation,
+       ``val_s / val_every``.
+    3. ``total = steps_done + floor(left / cost)``, at least ``steps_done + 1``.
+    4. The warm-up keeps ``warmup_steps`` unless that is more than a tenth of the
+       total; then it is shortened to ``max(steps_done, total // 10)`` (the steps
+       already done keep their warm-up rates).
+
+    Returns:
+        ``(total_steps, warmup_steps)``.
+    """
+    left = budget_s - elapsed_s - val_s
+    cost = max(step_s, 1e-6) + val_s / max(val_every, 1)
+    total = steps_done + max(1, math.floor(left / cost))
+    warmup = warmup_steps if warmup_steps <= total // 10 else max(steps_done, total // 10)
+    return int(total), int(min(warmup, total - 1))
 
 
 def finetune(
