@@ -288,7 +288,7 @@ def read_model_metadata(path: str | Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------- listing
 
-_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".zip")  # .zip: a bioimage.io package
 
 
 _META_TYPES: dict[str, tuple[type, ...]] = {
@@ -349,24 +349,29 @@ def check_model_metadata(meta: Any) -> None:
             raise ValueError(f"metadata 'config' field {key!r} is {config[key]}, expected 1 to {top}")
 
 
+def _unusable(path: Path, kind: str, exc: Exception) -> ModelInfo:
+    """A model file that is present but cannot be used, listed as unavailable with the reason."""
+    reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+    return ModelInfo(
+        name=path.stem,
+        task="unknown",
+        kind=kind,
+        available=False,
+        path=path,
+        config={},
+        description=f"unavailable: {reason}",
+        file_name=path.name,
+        problem=reason,
+    )
+
+
 def _info_from_safetensors(path: Path, kind: str) -> ModelInfo:
     """What the header says; a file that cannot be read or checked is listed as unavailable, with the reason."""
     try:
         meta = read_model_metadata(path)
         check_model_metadata(meta)
     except (OSError, ValueError) as exc:
-        reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-        return ModelInfo(
-            name=path.stem,
-            task="unknown",
-            kind=kind,
-            available=False,
-            path=path,
-            config={},
-            description=f"unavailable: {reason}",
-            file_name=path.name,
-            problem=reason,
-        )
+        return _unusable(path, kind, exc)
     config = meta.get("config") or {}
     in_chn = config.get("in_chn")
     channels = meta.get("channels") or ("gray" if in_chn in (1, 2) else "rgb")
@@ -379,6 +384,39 @@ def _info_from_safetensors(path: Path, kind: str) -> ModelInfo:
         config=dict(config),
         channels=str(channels),
         description=str(meta.get("description") or ""),
+        file_name=path.name,
+        licence=str(meta.get("licence") or ""),
+        reported_metrics=dict(meta.get("metrics") or {}),
+        patch_size=int(meta.get("patch_size") or 256),
+        metadata=meta,
+    )
+
+
+def _info_from_package(path: Path) -> ModelInfo:
+    """A bioimage.io package (``.zip``) in the user models folder, from its ``rdf.yaml`` alone.
+
+    A package that is not a HINet, or whose description cannot be read, is listed as
+    unavailable with the reason (see :mod:`napari_hinet.exchange.rdf`).
+    """
+    from .exchange.rdf import read_package
+
+    try:
+        package = read_package(path)
+        meta = package.metadata
+        check_model_metadata(meta)
+    except (OSError, ValueError) as exc:
+        return _unusable(path, "user", exc)
+    config = {**(meta.get("config") or {}), **package.config}
+    in_chn = config.get("in_chn")
+    return ModelInfo(
+        name=str(meta.get("name") or path.stem),
+        task=str(meta.get("task") or "unknown"),
+        kind="user",
+        available=True,
+        path=path,
+        config=config,
+        channels=str(meta.get("channels") or ("gray" if in_chn in (1, 2) else "rgb")),
+        description=str(meta.get("description") or "bioimage.io package"),
         file_name=path.name,
         licence=str(meta.get("licence") or ""),
         reported_metrics=dict(meta.get("metrics") or {}),
@@ -432,6 +470,8 @@ def _user_models(folder: Path | None, taken: set[str]) -> list[ModelInfo]:
             continue  # listed as the official model
         if p.suffix.lower() == ".safetensors":
             info = _info_from_safetensors(p, "user")
+        elif p.suffix.lower() == ".zip":
+            info = _info_from_package(p)
         else:
             info = ModelInfo(
                 name=p.stem,

@@ -15,8 +15,9 @@ applied in this order:
 2. **Input** ``input``: axes batch, channel (1 ``gray`` or 3 ``r g b``),
    y, x. Sizes: ``min + k * step`` with step ``m = 2**(depth-1)`` and min
    the smallest multiple of m that is at least ``2 * m`` and ``2 * halo + m``.
-   Data: float32 for percentile models (microscopy, any camera range),
-   uint8 for fixed-range models (8-bit photos).
+   Data: float32 (``ensure_dtype`` converts other input); values in any
+   camera range for percentile models (microscopy), 0-255 for fixed-range
+   models (8-bit photos).
 3. **Pre-processing** = our normalisation (:mod:`napari_hinet.engine.intensity`):
    ``scale_range`` over channel, y, x with the model's percentiles (default
    1 and 99.8) for ``"percentile"`` models; ``scale_linear`` by 1/255 for
@@ -348,6 +349,7 @@ def export_bioimageio(
     else:
         test_input = test_input.astype(np.float32)
     test_output = _engine_output(model, test_input, fixed, percentiles)
+    test_input = test_input.astype(np.float32)  # the package's input data type (8-bit values for photos)
 
     with tempfile.TemporaryDirectory(prefix="hinet-bioimageio-") as tmp_dir:
         tmp = Path(tmp_dir)
@@ -383,7 +385,7 @@ def export_bioimageio(
                 bmz.ScaleLinearDescr(kwargs=bmz.ScaleLinearKwargs(gain=255.0)),
                 bmz.ClipDescr(kwargs=bmz.ClipKwargs(min=0.0, max=255.0)),
             ]
-            in_data = bmz.IntervalOrRatioDataDescr(type="uint8", range=(0, 255))
+            in_data = bmz.IntervalOrRatioDataDescr(type="float32", range=(0.0, 255.0))
             out_data = bmz.IntervalOrRatioDataDescr(type="float32", range=(0.0, 255.0))
             out_text = "Restored image in the input's 8-bit units (float32, clipped to [0, 255])."
         else:
