@@ -172,9 +172,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     graph_tasks = len(result.__dask_graph__())
     # warm up: the first forward allocates the framework's work buffers; they are not per-stack memory
-    from napari_hinet.engine.lazy import _model_ref, get_restorer
+    from napari_hinet.engine import get_restorer
 
-    warm = get_restorer(_model_ref(model), None, "cpu", args.precision, "off")
+    warm = get_restorer(model, None, "cpu", args.precision, "off")
     warm.restore(np.zeros((2, min(h, 2 * args.chunk), min(w, 2 * args.chunk)), np.uint16), axes="ZYX")
     rss_before = current_rss_bytes()
     start = time.perf_counter()

@@ -1,26 +1,40 @@
 """RestoreSettings: the one settings object shared by the widget, the CLI and the API.
 
 A :class:`RestoreSettings` holds every option of :func:`napari_hinet.restore`
-that is a plain value (no callbacks, no arrays). The widget persists it, the
-CLI reads it from a JSON/YAML config, and scripts pass it on::
+that is a plain value (no callbacks, no arrays). It is the one place where
+these options are declared, defaulted and validated: :func:`napari_hinet.restore`,
+:class:`~napari_hinet.Restorer`, :func:`~napari_hinet.engine.lazy.restore_dask`,
+the CLI, the napari commands (:mod:`napari_hinet.layers`) and the widgets all
+build one and pass it on::
 
     settings = RestoreSettings(task="denoise", tile=256)
-    result = napari_hinet.restore(image, **settings.restore_kwargs())
+    result = napari_hinet.restore(image, settings=settings)
+    result = napari_hinet.restore(image, task="denoise", tile=256)  # the same
+
+The choice lists (:data:`TASKS`, :data:`TILINGS`, :data:`PRECISIONS`, ...)
+are defined here once; the engine, the registry, the CLI and the widgets
+import them from here.
 
 This module imports neither torch nor numpy, so it is cheap to import.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+#: What a model restores (``"unknown"``, for a user file without metadata, is not a choice).
+TASKS = ("denoise", "deblur", "derain")
 TILINGS = ("blend", "official", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NORMALIZATIONS = ("auto", "fixed", "percentile")
 NORMALIZE_PER = ("plane", "stack")
 OUT_DTYPES = (None, "float32")
 COMPILE_MODES = ("auto", "on", "off")
+
+#: The settings that choose and load the model (a :class:`~napari_hinet.Restorer` is built from
+#: them); every other field is a per-run option of :meth:`~napari_hinet.Restorer.restore`.
+MODEL_FIELDS = ("model", "task", "device", "precision", "compile")
 
 
 @dataclass
@@ -51,6 +65,9 @@ class RestoreSettings:
         normalize_per: ``"plane"`` (each 2-D plane on its own) or ``"stack"``
             (one low/high pair per channel group for the whole stack).
         out_dtype: ``None`` (same dtype as the input) or ``"float32"``.
+        rgb: ``None`` applies the RGB rule (a last axis of length 3 or 4 is
+            colour); ``True``/``False`` force the channel axis to be colour or
+            independent channels.
         compile: ``"on"`` runs the model through ``torch.compile``; ``"auto"``
             (currently the same as ``"off"``) and ``"off"`` run eagerly (see
             docs/engine.md, "compile").
@@ -69,6 +86,7 @@ class RestoreSettings:
     percentiles: tuple[float, float] = (1.0, 99.8)
     normalize_per: str = "plane"
     out_dtype: str | None = None
+    rgb: bool | None = None
     compile: str = "auto"
 
     def __post_init__(self) -> None:
@@ -77,12 +95,17 @@ class RestoreSettings:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field and its allowed values."""
+        if self.task is not None:
+            _choice("task", self.task, TASKS)
         _choice("tiling", self.tiling, TILINGS)
         _choice("precision", self.precision, PRECISIONS)
         _choice("normalization", self.normalization, NORMALIZATIONS)
         _choice("normalize_per", self.normalize_per, NORMALIZE_PER)
         _choice("out_dtype", self.out_dtype, OUT_DTYPES)
         _choice("compile", self.compile, COMPILE_MODES)
+        _choice("rgb", self.rgb, (None, True, False))
+        if self.axes is not None and not isinstance(self.axes, str):
+            raise ValueError(f"axes must be a string such as 'ZYX' or None, got {self.axes!r}.")
         for name in ("tile", "batch_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -106,15 +129,43 @@ class RestoreSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RestoreSettings:
         """Settings from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown restore setting(s) {unknown}; known settings: {sorted(known)}.")
+        _check_known(data, ValueError)
         return cls(**data)
 
+    @classmethod
+    def build(cls, settings: RestoreSettings | None = None, **options: Any) -> RestoreSettings:
+        """``settings`` (or the defaults) with ``options`` replacing fields, validated.
+
+        This is how every entry point turns keyword options into settings;
+        an unknown option raises ``TypeError`` naming it and the known ones.
+        """
+        _check_known(options, TypeError)
+        if settings is None:
+            return cls(**options)
+        return replace(settings, **options) if options else settings
+
+    def replace(self, **options: Any) -> RestoreSettings:
+        """A validated copy with ``options`` changed (unknown names raise ``TypeError``)."""
+        return self.build(self, **options)
+
     def restore_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`napari_hinet.restore` / :class:`~napari_hinet.Restorer`."""
+        """Keyword arguments for :func:`napari_hinet.restore` (every field)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """``model``, ``task``, ``device``, ``precision``, ``compile``: what builds a Restorer."""
+        return {name: getattr(self, name) for name in MODEL_FIELDS}
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """The per-run options (every field but :data:`MODEL_FIELDS`), for ``Restorer.restore``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in MODEL_FIELDS}
+
+
+def _check_known(options: dict[str, Any], error: type[Exception]) -> None:
+    known = {f.name for f in fields(RestoreSettings)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise error(f"Unknown restore setting(s) {unknown}; known settings: {sorted(known)}.")
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:

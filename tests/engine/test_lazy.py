@@ -10,7 +10,8 @@ da = pytest.importorskip("dask.array")
 
 from napari_hinet.engine import (  # noqa: E402
     Cancelled,
-    lazy,  # noqa: E402
+    cache,
+    lazy,
     restore,
 )
 from napari_hinet.model import HINet  # noqa: E402
@@ -127,9 +128,9 @@ def test_model_object_enters_the_graph_once_and_loads_once():
         k for k, v in graph.items() if isinstance(v, lazy.ModelPayload) or "ModelPayload" in repr(v)[:200]
     ]
     assert len(payloads) == 1
-    before = lazy.LOADS
+    before = cache.LOADS
     out.compute(scheduler="threads")
-    assert lazy.LOADS - before <= 1  # planned and computed with one cached Restorer
+    assert cache.LOADS - before <= 1  # planned and computed with one cached Restorer
 
 
 def test_zarr_in_zarr_out(tmp_path):
@@ -222,7 +223,7 @@ def test_two_process_local_cluster_equals_in_memory(tmp_path):
                 **FP32,
             )
             lz.to_zarr(str(tmp_path / "out.zarr"))
-            loads = client.run(lambda: __import__("napari_hinet.engine.lazy", fromlist=["LOADS"]).LOADS)
+            loads = client.run(lambda: __import__("napari_hinet.engine.cache", fromlist=["LOADS"]).LOADS)
     assert len(loads) == 2 and all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1
     np.testing.assert_array_equal(zarr.open(str(tmp_path / "out.zarr"), mode="r")[...], ref)
 

@@ -23,9 +23,17 @@ Tiles never leave the image; only a side shorter than the tile is smaller, and
 the network input is reflect-padded to a multiple of ``2**(depth-1)`` (see
 :func:`napari_hinet.model.padding.pad_to_valid`) and cropped back.
 
-:class:`BandStitcher` merges a plane's tiles one *row of tiles* at a time and
-hands out finished horizontal bands, so the host holds a band of
-``tile x width`` floats rather than a whole float copy of the plane.
+:class:`TileAccumulator` is the one weighted sum: it adds tiles into a
+rectangular window of the plane (cropping each tile to the window) and
+divides by the weight sum. Its two users:
+
+* :class:`BandStitcher` (in-memory restore) slides a ``tile_h x width``
+  window down the plane one *row of tiles* at a time and hands out finished
+  horizontal bands, so the host holds a band rather than a float copy of the plane;
+* the dask block sink (:mod:`.lazy`) keeps one window = the block's own pixels.
+
+Both add the same tiles with the same weights in the same order, so a pixel
+gets bit-identical sums either way.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TILINGS = ("blend", "official", "none")
+from ..settings import TILINGS
 
 #: Smallest window weight; keeps every weight positive.
 WEIGHT_FLOOR = 1e-3
@@ -163,36 +171,75 @@ def plan_grid(height: int, width: int, mode: str, tile: int, overlap: int) -> Ti
     return TileGrid(height, width, th, tw, tuple(rows), tuple(cols), mode)
 
 
+class TileAccumulator:
+    """Weighted sum of a grid's tiles over the window rows ``y0:y0+height``, cols ``x0:x0+width``.
+
+    :meth:`add` crops a tile to the window and adds ``tile * weight`` (and the
+    weight); :meth:`result` divides by the weight sum. :meth:`advance` slides
+    the window down (the rows that leave are dropped, new rows start at zero).
+    Memory: a (channels, height, width) and a (height, width) float32 buffer.
+    """
+
+    def __init__(self, grid: TileGrid, channels: int, y0: int, x0: int, height: int, width: int) -> None:
+        self.grid = grid
+        self.y0, self.x0 = y0, x0
+        self._acc = np.zeros((channels, height, width), np.float32)
+        self._wsum = np.zeros((height, width), np.float32)
+
+    def add(self, i: int, j: int, tile: np.ndarray) -> None:
+        """Add tile (i, j) of shape (channels, tile_h, tile_w) where it meets the window."""
+        g = self.grid
+        ty, tx = g.rows[i], g.cols[j]
+        height, width = self._wsum.shape
+        a0, a1 = max(self.y0, ty), min(self.y0 + height, ty + g.tile_h)
+        b0, b1 = max(self.x0, tx), min(self.x0 + width, tx + g.tile_w)
+        if a0 >= a1 or b0 >= b1:
+            return
+        part = tile[:, a0 - ty : a1 - ty, b0 - tx : b1 - tx]
+        rows, cols = slice(a0 - self.y0, a1 - self.y0), slice(b0 - self.x0, b1 - self.x0)
+        w = g.weights(i, j)
+        if w is None:
+            self._acc[:, rows, cols] += part
+            self._wsum[rows, cols] += 1.0
+        else:
+            w = w[a0 - ty : a1 - ty, b0 - tx : b1 - tx]
+            self._acc[:, rows, cols] += part * w
+            self._wsum[rows, cols] += w
+
+    def result(self, rows: int | None = None) -> np.ndarray:
+        """(channels, rows, width) float32 weighted mean of the window's first ``rows`` rows (all: None)."""
+        n = self._wsum.shape[0] if rows is None else rows
+        return self._acc[:, :n] / self._wsum[:n]
+
+    def advance(self, rows: int) -> None:
+        """Slide the window down by ``rows``: drop its first rows, append zero rows."""
+        n = rows
+        self._acc = np.concatenate([self._acc[:, n:], np.zeros_like(self._acc[:, :n])], axis=1)
+        self._wsum = np.concatenate([self._wsum[n:], np.zeros_like(self._wsum[:n])], axis=0)
+        self.y0 += n
+
+
 class BandStitcher:
     """Merge the tiles of one plane, one row of tiles at a time, into finished row bands.
 
     Feed tiles in row-major order with :meth:`add`; whenever a row of tiles is
     complete, the rows that no later tile touches are divided by their weight
     sum and passed to ``emit(y0, y1, band)`` with ``band`` of shape
-    (channels, y1 - y0, width), float32. Memory: two (channels, tile_h, width) buffers.
+    (channels, y1 - y0, width), float32. Memory: one ``tile_h x width``
+    :class:`TileAccumulator`.
     """
 
     def __init__(self, grid: TileGrid, channels: int, emit: Callable[[int, int, np.ndarray], None]) -> None:
         self.grid = grid
         self.emit = emit
-        self._acc = np.zeros((channels, grid.tile_h, grid.width), np.float32)
-        self._wsum = np.zeros((grid.tile_h, grid.width), np.float32)
+        self._window = TileAccumulator(grid, channels, grid.rows[0], 0, grid.tile_h, grid.width)
         self._in_row = 0  # tiles added to the current row of tiles
 
     def add(self, i: int, j: int, tile: np.ndarray) -> None:
         """Add tile (i, j) (channels, tile_h, tile_w); emit finished rows when row ``i`` is complete."""
-        g = self.grid
-        x0 = g.cols[j]
-        w = g.weights(i, j)
-        region = self._acc[:, :, x0 : x0 + g.tile_w]
-        if w is None:
-            region += tile
-            self._wsum[:, x0 : x0 + g.tile_w] += 1.0
-        else:
-            region += tile * w
-            self._wsum[:, x0 : x0 + g.tile_w] += w
+        self._window.add(i, j, tile)
         self._in_row += 1
-        if self._in_row == len(g.cols):
+        if self._in_row == len(self.grid.cols):
             self._in_row = 0
             self._finish_row(i)
 
@@ -202,7 +249,5 @@ class BandStitcher:
         y1 = g.rows[i + 1] if i + 1 < len(g.rows) else g.height
         n = y1 - y0
         if n > 0:
-            self.emit(y0, y1, self._acc[:, :n] / self._wsum[:n])
-        # Shift the unfinished rows to the top of the buffers.
-        self._acc = np.concatenate([self._acc[:, n:], np.zeros_like(self._acc[:, :n])], axis=1)
-        self._wsum = np.concatenate([self._wsum[n:], np.zeros_like(self._wsum[:n])], axis=0)
+            self.emit(y0, y1, self._window.result(n))
+        self._window.advance(n)
