@@ -6,7 +6,6 @@ Subcommands::
     napari-hinet train ...            (fine-tuning; see ``napari-hinet train -h``)
     napari-hinet models [--task T] [--json]
     napari-hinet info [--json]
-    napari-hinet export MODEL -o PATH [--format bioimageio|onnx|torchscript]   (docs/sharing.md)
 
 ``restore`` reads TIFF/OME-TIFF, PNG/JPEG and zarr/OME-Zarr (see
 :mod:`napari_hinet.io`), restores each image with one model loaded once, and
@@ -45,6 +44,7 @@ from . import __version__
 # Set before torch is imported (it is imported lazily below); a user's own value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import io as imio
+from .dask_support import dask_progress, is_dask_array
 from .settings import COMPILE_MODES, NORMALIZATIONS, NORMALIZE_PER, PRECISIONS, TILINGS
 
 EXIT_OK = 0
@@ -195,47 +195,6 @@ def _add_train_parser(sub: argparse._SubParsersAction, real: bool) -> None:
     p.set_defaults(func=run_train)
 
 
-def _add_export_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export", help="write a model as a bioimage.io package, ONNX or TorchScript (docs/sharing.md)"
-    )
-    p.add_argument("model", metavar="MODEL", help="registry name (`napari-hinet models`) or weights file")
-    p.add_argument("-o", "--output", required=True, type=Path, help="file to write (.zip, .onnx, .pt)")
-    p.add_argument(
-        "--format",
-        choices=("bioimageio", "onnx", "torchscript"),
-        help="default: from the output suffix (.onnx, .pt), else bioimageio",
-    )
-    p.add_argument("--name", help="package name (bioimageio)")
-    p.add_argument("--description", help="package description (bioimageio)")
-    p.add_argument("--author", action="append", help="package author; repeat for several (bioimageio)")
-    p.add_argument("--licence", help="SPDX licence id of the weights, e.g. MIT (bioimageio)")
-    p.add_argument("--check", action="store_true", help="run bioimageio.core's model test on the package")
-    p.set_defaults(func=run_export)
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """``napari-hinet export``: one model to one file, via :func:`napari_hinet.exchange.export`."""
-    from .exchange import export, format_for
-
-    fmt = args.format or format_for(args.output)
-    fields = {"name": args.name, "description": args.description, "authors": args.author}
-    fields["licence"] = args.licence
-    metadata = {k: v for k, v in fields.items() if v is not None}
-    try:
-        path = export(args.model, args.output, format=fmt, **metadata)
-    except (KeyError, FileNotFoundError, ValueError, ImportError) as exc:
-        raise UsageError(exc.args[0] if isinstance(exc, KeyError) else str(exc)) from None
-    print(f"wrote {path} ({fmt}, {path.stat().st_size / 1e6:.1f} MB)")
-    if args.check and fmt == "bioimageio":
-        from bioimageio.core import test_model
-
-        summary = test_model(path)
-        print(f"bioimageio.core test: {summary.status}")
-        return EXIT_OK if summary.status == "passed" else EXIT_FAILED
-    return EXIT_OK
-
-
 def _unavailable_train(reason: str) -> int:
     print(f"napari-hinet train is not available here: {reason}", file=sys.stderr)
     return EXIT_USAGE
@@ -257,7 +216,6 @@ def build_parser(with_train: bool = True) -> argparse.ArgumentParser:
     _add_train_parser(sub, real=with_train)
     _add_models_parser(sub)
     _add_info_parser(sub)
-    _add_export_parser(sub)
     return parser
 
 
@@ -606,15 +564,6 @@ def _check_model_exists(settings: Any) -> None:
         raise UsageError(info.missing_message())
 
 
-def _engine_options(settings: Any) -> dict[str, Any]:
-    """Keyword arguments for ``Restorer.restore`` from the settings (model/device are the Restorer's)."""
-    opts = settings.to_dict()
-    for key in ("model", "task", "device", "precision", "compile"):
-        opts.pop(key, None)
-    opts["percentiles"] = tuple(opts["percentiles"])
-    return opts
-
-
 class _TileBar:
     """``progress(done, total)`` callback drawing a per-file tile bar with tqdm."""
 
@@ -668,14 +617,13 @@ def restore_files(
 
     Yields one :class:`FileResult` per job, after the job.
     """
-    options = _engine_options(settings)
     for job in jobs:
         if job.action == "skip":
             yield FileResult(job, "skipped")
             continue
         progress = None if tiles is None else (lambda done, total, job=job: tiles(job, done, total))
         try:
-            _restore_one(job, restorer, settings, options, lazy, progress, cancel, dask_progress)
+            _restore_one(job, restorer, settings, lazy, progress, cancel, dask_progress)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one bad file must not stop the batch
@@ -692,7 +640,6 @@ def _restore_one(
     job: Job,
     restorer: Any,
     settings: Any,
-    options: dict[str, Any],
     lazy: bool,
     progress: Callable[[int, int], None] | None,
     cancel: Any,
@@ -705,28 +652,15 @@ def _restore_one(
         axes = settings.axes
     else:
         axes = image.meta.axes
-    opts = dict(options, axes=axes)
-    if _is_dask(image.data):
+    if is_dask_array(image.data):
         from .engine.lazy import restore_dask
 
-        result = restore_dask(
-            image.data,
-            model=settings.model,
-            task=settings.task,
-            device=settings.device,
-            precision=settings.precision,
-            compile=settings.compile,
-            **opts,
-        )
+        result = restore_dask(image.data, settings=settings, axes=axes)
         with _DaskBar(job.source.name, enabled=dask_progress):
             imio.write_image(job.target, result, image.meta)
     else:
-        result = restorer.restore(np.asarray(image.data), progress=progress, cancel=cancel, **opts)
+        result = restorer.restore(np.asarray(image.data), settings, progress=progress, cancel=cancel, axes=axes)
         imio.write_image(job.target, result, image.meta)
-
-
-def _is_dask(data: Any) -> bool:
-    return type(data).__module__.startswith("dask")
 
 
 class _DaskBar:
@@ -740,23 +674,17 @@ class _DaskBar:
     def __enter__(self) -> _DaskBar:
         if not self.enabled:
             return self
-        from dask.callbacks import Callback
         from tqdm.auto import tqdm
 
-        name = self.name
+        bars: list[Any] = []
 
-        class _Progress(Callback):
-            def _start_state(self, dsk: Any, state: Any) -> None:
-                total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
-                self.bar = tqdm(total=total, desc=name, unit="task", leave=False, position=1)
+        def update(done: int, total: int) -> None:
+            if done == 0:
+                bars.append(tqdm(total=total, desc=self.name, unit="task", leave=False, position=1))
+            else:
+                bars[-1].update(1)
 
-            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-                self.bar.update(1)
-
-            def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
-                self.bar.close()
-
-        self._callback = _Progress()
+        self._callback = dask_progress(update, on_finish=lambda: bars[-1].close() if bars else None)
         self._callback.__enter__()
         return self
 
@@ -766,13 +694,11 @@ class _DaskBar:
 
 
 def _load_restorer(settings: Any) -> Any:
-    from .engine.lazy import _model_ref, get_restorer
+    from .engine import get_restorer
 
     try:
-        # the per-process cache of the lazy engine: zarr inputs reuse this very model
-        return get_restorer(
-            _model_ref(settings.model), settings.task, settings.device, settings.precision, settings.compile
-        )
+        # the per-process model cache, shared with the dask path: zarr inputs reuse this very model
+        return get_restorer(**settings.model_kwargs())
     except (ValueError, TypeError, LookupError, FileNotFoundError, RuntimeError) as exc:
         raise UsageError(f"cannot load the model: {exc}") from exc
 
