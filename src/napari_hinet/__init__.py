@@ -23,6 +23,7 @@ _EXPORTS = {
     "Cancelled": "napari_hinet.engine",
     "RestoreSettings": "napari_hinet.settings",
     "finetune": "napari_hinet.training",
+    "export": "napari_hinet.exchange",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -43,6 +44,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs
     from .checkpoints import load_model, save_model
     from .engine import Cancelled, Restorer, restore
+    from .exchange import export
     from .model import HINet
     from .registry import ModelInfo, list_models
     from .settings import RestoreSettings

@@ -285,9 +285,13 @@ class _SizeScanner(pickle.Unpickler):
     def __init__(self, file: Any) -> None:
         super().__init__(file)
         self.declared = 0  # bytes of all storages named by persistent ids
+        self.foreign: list[str] = []  # globals other than torch's and OrderedDict
 
     def find_class(self, module: str, name: str) -> type:
-        return type(name, (_Inert,), {"qualname": f"{module}.{name}"})
+        qualname = f"{module}.{name}"
+        if not (module == "torch" or module.startswith("torch.") or qualname == "collections.OrderedDict"):
+            self.foreign.append(qualname)
+        return type(name, (_Inert,), {"qualname": qualname})
 
     def persistent_load(self, pid: Any) -> Any:
         if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
@@ -297,27 +301,28 @@ class _SizeScanner(pickle.Unpickler):
         return _Inert()
 
 
-def _declared_bytes(pickled: Any) -> int:
-    """Bytes of tensor storage that a checkpoint pickle declares (0 when it cannot tell)."""
+def _scan(pickled: Any) -> _SizeScanner:
+    """The storages and foreign globals a checkpoint pickle declares (as far as it can be read)."""
     scanner = _SizeScanner(pickled)
     try:
         scanner.load()
     except Exception:  # noqa: BLE001 (a malformed pickle is judged by torch.load afterwards)
         pass
-    return scanner.declared
+    return scanner
 
 
 #: the legacy-format pickles are scanned within the file's first bytes (a state_dict's pickle is small)
 _SCAN_BYTES = 64 * 1024 * 1024
 
 
-def _check_declared_size(path: Path, size: int) -> None:
+def _check_declared_size(path: Path, size: int) -> list[str]:
     """Refuse a ``.pth`` whose declared contents exceed its size, before anything is allocated.
 
     Rules, in this order: a zip checkpoint's records together may not decompress to
     more than the file's size (``torch.save`` stores them uncompressed); the
     storages named in its ``data.pkl`` (zip) or main pickle (legacy format) may not
-    need more bytes than the file holds.
+    need more bytes than the file holds. Returns the globals other than torch's
+    that the pickle names (the reason for an :class:`UnsafeCheckpointError`).
     """
     import io
     import zipfile
@@ -334,7 +339,7 @@ def _check_declared_size(path: Path, size: int) -> None:
                 if declared > size:
                     raise CorruptCheckpointError(too_big.format(declared=declared))
                 pkl = next((i for i in infos if i.filename.endswith("data.pkl")), None)
-                declared = _declared_bytes(io.BytesIO(zf.read(pkl))) if pkl is not None else 0
+                scans = [_scan(io.BytesIO(zf.read(pkl)))] if pkl is not None else []
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
             raise CorruptCheckpointError(
                 f"Could not read {path}: it is a damaged zip archive ({exc}). Copy or download it again."
@@ -342,11 +347,11 @@ def _check_declared_size(path: Path, size: int) -> None:
     else:
         with path.open("rb") as fh:  # the pickles come first; never ask a file object for a declared length
             head = io.BytesIO(fh.read(min(size, _SCAN_BYTES)))
-        declared = 0
-        for _ in range(4):  # legacy format: magic, protocol, sys info, then the object
-            declared = _declared_bytes(head)
+        scans = [_scan(head) for _ in range(4)]  # legacy format: magic, protocol, sys info, the object
+    declared = max((scan.declared for scan in scans), default=0)
     if declared > size:
         raise CorruptCheckpointError(too_big.format(declared=declared))
+    return [name for scan in scans for name in scan.foreign]
 
 
 def read_torch_file(path: str | os.PathLike, remedy: str = "Copy or download the file again.") -> Any:
@@ -367,15 +372,16 @@ def read_torch_file(path: str | os.PathLike, remedy: str = "Copy or download the
     size = path.stat().st_size
     if size == 0:
         raise CorruptCheckpointError(f"{path} is empty (0 bytes). {remedy}")
-    _check_declared_size(path, size)
+    foreign = _check_declared_size(path, size)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found or "weights only" in str(exc).lower():
-            what = f" ({found.group(1)})" if found else ""
+        names = sorted(set(foreign)) or ([found.group(1)] if found else [])
+        if names:
             raise UnsafeCheckpointError(
-                f"Refused to load {path}: it contains Python objects other than tensors{what}, which could "
+                f"Refused to load {path}: it contains Python objects other than tensors "
+                f"({', '.join(names[:5])}), which could "
                 "run code on loading. Nothing from it was executed. Use a file that holds only tensors "
                 "(a state_dict or a .safetensors file)."
             ) from None
@@ -386,9 +392,10 @@ def read_torch_file(path: str | os.PathLike, remedy: str = "Copy or download the
         raise
     except Exception as exc:  # noqa: BLE001 (torch raises many types on damaged files)
         first = (str(exc).splitlines() or [""])[0].split(". ")[0][:160]
+        first = "" if "weights_only" in first else f": {first}"
         raise CorruptCheckpointError(
             f"Could not read {path}: the file is truncated or damaged, or not a PyTorch checkpoint "
-            f"({type(exc).__name__}: {first}). {remedy}"
+            f"({type(exc).__name__}{first}). {remedy}"
         ) from None
 
 
@@ -565,6 +572,15 @@ def _load_package(path: Path) -> HINet:
 
 
 def _load_file(path: Path, verify: bool = True) -> HINet:
+    try:
+        return _load_checked_file(path, verify)
+    except LayoutError as exc:
+        if str(path) in str(exc):
+            raise
+        raise LayoutError(f"{path}: {exc}") from None
+
+
+def _load_checked_file(path: Path, verify: bool) -> HINet:
     if is_package(path):
         return _load_package(path)
     sd, file_meta = load_state_dict(path, verify=verify)

@@ -21,6 +21,7 @@ only the full-resolution level is read, and the output holds that level only.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -39,12 +40,14 @@ __all__ = [
     "ImageFormatError",
     "ImageMeta",
     "LoadedImage",
+    "OutputSpaceError",
     "atomic_output",
     "file_format",
     "is_supported",
     "list_images",
     "read_image",
     "remove_partials",
+    "space_problem",
     "write_image",
 ]
 
@@ -68,6 +71,10 @@ _OME_TYPES = {
 
 class ImageFormatError(ValueError):
     """The file cannot be read, or the data cannot be written in the requested format."""
+
+
+class OutputSpaceError(OSError):
+    """An output did not fit: disk full, quota or file size limit. Nothing partial is left behind."""
 
 
 @dataclass
@@ -139,13 +146,24 @@ def is_supported(path: str | os.PathLike) -> bool:
     return file_format(path) is not None
 
 
-def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+def list_images(
+    folder: str | os.PathLike, recursive: bool = False, *, follow_symlinks: bool = False
+) -> list[Path]:
     """Supported images in ``folder``, sorted by name; hidden names (``.x``) are skipped.
 
-    Zarr folders count as one image and are not descended into. With
-    ``recursive=True`` sub-folders are searched too.
+    Rules, in this order: 1. zarr folders count as one image and are not descended
+    into; 2. with ``recursive=True`` sub-folders are searched too, but a linked
+    sub-folder (symlink) only with ``follow_symlinks=True``, and then never one whose
+    real folder is already being searched (no loops) or lies outside ``folder``'s real
+    folder (the walk never leaves the input tree); 3. linked image files are taken
+    (reading a link cannot loop). A folder that cannot be listed raises ``OSError``.
     """
-    folder = Path(folder)
+    root = Path(folder)
+    real_root = Path(os.path.realpath(root))
+    return _walk(root, recursive, follow_symlinks, real_root, {real_root})
+
+
+def _walk(folder: Path, recursive: bool, follow: bool, real_root: Path, seen: set[Path]) -> list[Path]:
     found: list[Path] = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
@@ -153,7 +171,12 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
         if is_supported(entry) and (entry.is_file() or file_format(entry) in ("zarr", "ome-zarr")):
             found.append(entry)
         elif recursive and entry.is_dir():
-            found.extend(list_images(entry, recursive=True))
+            real = Path(os.path.realpath(entry))
+            if entry.is_symlink() and not (follow and real_root in real.parents):
+                continue
+            if real in seen:
+                continue
+            found.extend(_walk(entry, recursive, follow, real_root, seen | {real}))
     return found
 
 
@@ -214,9 +237,39 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             if path.is_dir():
                 raise ImageFormatError(f"cannot replace the folder {path} with a file; remove it first")
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         _remove(tmp)
+        reason = space_problem(exc)
+        if reason:
+            free = shutil.disk_usage(path.parent).free / 1e6
+            raise OutputSpaceError(
+                f"{path}: not written, {reason} ({free:.1f} MB free in {path.parent}). The partial file was "
+                "removed; free some space or choose another output folder, then run again "
+                "(--skip-existing keeps the outputs already written)."
+            ) from None
         raise
+
+
+#: errno values that mean "no room for the output": disk full, quota exceeded, file size limit
+_SPACE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}
+_SPACE_ERRNOS[errno.EFBIG] = "the file size limit was reached"
+
+
+def space_problem(exc: BaseException | None) -> str:
+    """Why ``exc`` (or an exception it was raised from) means the output did not fit; "" otherwise.
+
+    numpy's ``tofile`` (used by tifffile) loses the errno of a short write and says
+    "N requested and M written"; that counts as no space too.
+    """
+    for _ in range(5):
+        if exc is None:
+            return ""
+        if isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS:
+            return _SPACE_ERRNOS[exc.errno]
+        if isinstance(exc, OSError) and re.search(r"\d+ requested and \d+ written", str(exc)):
+            return "the disk is full or a size limit was reached (short write)"
+        exc = exc.__cause__ or exc.__context__
+    return ""
 
 
 # --------------------------------------------------------------------------- reading
@@ -241,6 +294,8 @@ def read_image(path: str | os.PathLike, *, lazy: bool = False) -> LoadedImage:
         )
     if not path.exists():
         raise ImageFormatError(f"{path}: no such file or folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ImageFormatError(f"{path}: the file is empty (0 bytes); copy it again")
     try:
         if fmt in ("tiff", "ome-tiff"):
             return _read_tiff(path, lazy)
@@ -303,6 +358,7 @@ def _read_tiff(path: Path, lazy: bool) -> LoadedImage:
                 units = {a: str(ij["unit"]) for a in ("X", "Y", "Z")}
         else:
             fmt = "tiff"
+            scale, units = _resolution_scale(extra)
         if lazy:
             import dask.array as da
             import zarr
@@ -321,6 +377,19 @@ def _read_tiff(path: Path, lazy: bool) -> LoadedImage:
         extra=extra,
     )
     return LoadedImage(path=path, data=data, meta=meta)
+
+
+#: micrometres per TIFF resolution unit: 2 = inch, 3 = centimetre (1 = none: no physical size)
+_UM_PER_RESOLUTION_UNIT = {2: 25400.0, 3: 10000.0}
+
+
+def _resolution_scale(extra: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """Physical pixel size (µm) of a plain TIFF from its resolution tags; empty without a unit."""
+    per_unit = _UM_PER_RESOLUTION_UNIT.get(extra.get("resolutionunit", 1))
+    res = extra.get("resolution")
+    if per_unit is None or not res or not all(r > 0 for r in res):
+        return {}, {}
+    return {"X": per_unit / res[0], "Y": per_unit / res[1]}, {"X": "µm", "Y": "µm"}
 
 
 def _ome_xml_scale(xml: str) -> tuple[dict[str, float], dict[str, str]]:
@@ -354,8 +423,8 @@ def _ome_xml_scale(xml: str) -> tuple[dict[str, float], dict[str, str]]:
 def _read_pillow(path: Path, fmt: str) -> LoadedImage:
     import imageio.v3 as iio
 
-    data = np.asarray(iio.imread(path))
-    info = iio.immeta(path)
+    data = np.asarray(iio.imread(path, plugin="pillow"))
+    info = iio.immeta(path, plugin="pillow")
     extra: dict[str, Any] = {"mode": info.get("mode")}
     if "dpi" in info:
         extra["dpi"] = tuple(float(v) for v in info["dpi"])
@@ -612,7 +681,10 @@ def _write_pillow(tmp: Path, fmt: str, data: np.ndarray, meta: ImageMeta | None)
         kwargs["quality"] = 95
     if data.ndim == 3 and data.shape[-1] == 1:
         data = data[..., 0]
-    iio.imwrite(tmp, data, extension=".png" if fmt == "png" else ".jpg", **kwargs)
+    # encoded in memory, written by us: a failed write (disk full) is raised here, not later by a writer's __del__
+    encoded = iio.imwrite("<bytes>", data, extension=".png" if fmt == "png" else ".jpg", **kwargs)
+    with open(tmp, "wb") as fh:
+        fh.write(encoded)
 
 
 def _default_chunks(shape: tuple[int, ...], axes: str | None) -> tuple[int, ...]:

@@ -217,14 +217,16 @@ def _user_models_dir_path() -> Path:
     return Path(platformdirs.user_data_dir("napari-hinet", appauthor=False)) / "models"
 
 
-def user_models_dir() -> Path:
+def user_models_dir(create: bool = True) -> Path:
     """The folder for official checkpoints, fine-tuned and user-supplied models.
 
     ``$HINET_MODELS_DIR`` if set, else the platform's user data folder
-    (``~/.local/share/napari-hinet/models`` on Linux). Created on demand.
+    (``~/.local/share/napari-hinet/models`` on Linux). Created on demand
+    (``create=False``: only the path; it may not exist or not be a folder).
     """
     path = _user_models_dir_path()
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -13,7 +13,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FORMATS", "SUFFIXES", "export"]
+__all__ = ["FORMATS", "INSTALL_HINT", "SUFFIXES", "export", "format_for"]
 
 #: format -> (module, function) writing it
 _WRITERS = {
@@ -24,6 +24,14 @@ _WRITERS = {
 FORMATS = tuple(_WRITERS)
 #: usual file suffix of each format
 SUFFIXES = {"bioimageio": ".zip", "onnx": ".onnx", "torchscript": ".pt"}
+#: extra that installs what writing a format needs
+INSTALL_HINT = "install the export extra: pip install 'napari-hinet[export]'"
+
+
+def format_for(path: str | os.PathLike) -> str:
+    """The format a file name asks for: ``.onnx`` -> onnx, ``.pt`` -> torchscript, else bioimageio."""
+    suffix = Path(path).suffix.lower()
+    return next((f for f, s in SUFFIXES.items() if s == suffix), "bioimageio")
 
 
 def export(model: Any, path: str | os.PathLike, format: str = "bioimageio", **metadata: Any) -> Path:
@@ -44,7 +52,8 @@ def export(model: Any, path: str | os.PathLike, format: str = "bioimageio", **me
             (``name``, ``description``, ``authors``, ``licence``, ``tags``,
             ``image``...; see :func:`.bioimageio.export_bioimageio`).
 
-    Raises ``ValueError`` for an unknown format or metadata given for a bare format.
+    Raises ``ValueError`` for an unknown format or metadata given for a bare
+    format, ``ImportError`` (saying what to install) when the export extra is missing.
     """
     if format not in _WRITERS:
         raise ValueError(f"Unknown export format {format!r}; choose one of {', '.join(FORMATS)}.")
@@ -56,5 +65,10 @@ def export(model: Any, path: str | os.PathLike, format: str = "bioimageio", **me
     from ..checkpoints import load_model
 
     module, function = _WRITERS[format]
-    writer = getattr(import_module(module), function)
-    return writer(load_model(model), path, **metadata)
+    try:
+        writer = getattr(import_module(module), function)
+        return writer(load_model(model), path, **metadata)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("bioimageio", "onnx", "onnxruntime", "onnxscript"):
+            raise ImportError(f"Writing {format} needs the package {exc.name!r}: {INSTALL_HINT}.") from exc
+        raise

@@ -99,14 +99,20 @@ def package_layout(model: HINet) -> dict[str, int]:
     return {"step": m, "min": minimum, "halo": halo}
 
 
-def _spdx(licence: str) -> str:
-    token = licence.strip().split(" ")[0].strip(";,") if licence else ""
-    if not token or token.lower() in ("unknown", "none"):
+def _spdx(licence: str, given: bool) -> str:
+    """The SPDX id: ``licence`` as given, or the first word of the model's licence text."""
+    from bioimageio.spec.model import v0_5 as bmz
+    from pydantic import ValidationError
+
+    token = licence.strip() if given else (licence.strip().split(" ")[0].strip(";,") if licence else "")
+    try:
+        return str(bmz.LicenseId(token))
+    except ValidationError:
+        where = "is not an SPDX licence id" if given else f"(model licence: {licence!r}) names no SPDX id"
         raise ValueError(
-            f"The model's licence is {licence!r}; a bioimage.io package needs an SPDX licence id. "
-            "Pass licence='MIT' (or 'CC-BY-4.0', ...)."
-        )
-    return token
+            f"{token!r} {where}; a bioimage.io package needs one. Pass licence='MIT' (or 'CC-BY-4.0', "
+            "'BSD-3-Clause', ...): the licence under which you share these weights."
+        ) from None
 
 
 def _test_image(model: HINet, image: np.ndarray | None) -> np.ndarray:
@@ -336,7 +342,7 @@ def export_bioimageio(
     meta["percentiles"] = percentiles
     channels = model.config["in_chn"]
     layout = package_layout(model)
-    spdx = licence or _spdx(str(meta.get("licence", "")))
+    spdx = _spdx(licence, True) if licence else _spdx(str(meta.get("licence", "")), False)
     if description is None:
         description = meta.get("description") or (
             f"HINet ({task}) for {'RGB' if channels == 3 else 'single-channel'} images, "

@@ -171,7 +171,8 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Run ``napari-hinet train``; returns the exit status (0 ok, 1 diverged, 2 bad input)."""
+    """Run ``napari-hinet train``; returns the exit status (the table in :mod:`napari_hinet.cli`:
+    0 saved, 1 diverged, 2 bad input or unusable run state, 130 Ctrl-C, 143 SIGTERM)."""
     from .engine import TrainingDiverged
     from .finetune import FinetuneConfig, FinetuneJob
 
@@ -200,8 +201,9 @@ def run_train(args: argparse.Namespace) -> int:
             val_clean=s.get("val_clean"),
             config=cfg,
         )
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"napari-hinet train: error: {exc}", file=sys.stderr)
+    except (ValueError, LookupError, FileNotFoundError) as exc:
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"napari-hinet train: error: {text}", file=sys.stderr)
         return 2
     log = Path(cfg.run_dir) / "train.log"
     print(f"training {job.base_name} in mode {mode}; log: {log}", file=sys.stderr)
@@ -232,10 +234,13 @@ def run_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as exc:
         print(f"napari-hinet train: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into Terminated by napari_hinet.cli
+        from ..cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+
         job.trainer.save_checkpoint()
-        print(f"\ninterrupted; resume with the same command (checkpoint in {cfg.run_dir})", file=sys.stderr)
-        return 130
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\n{what}; resume with the same command (checkpoint in {cfg.run_dir})", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     finally:
         if bar is not None:
             bar.close()
