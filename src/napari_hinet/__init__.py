@@ -6,8 +6,16 @@ does at start-up to read the plugin manifest) does not import torch.
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+# torch's OpenMP threads busy-wait by default; on a loaded or shared machine (other processes
+# on the cores) calls of the Python API then stalled 9-11 s instead of 0.6-0.9 s (issue 15;
+# benchmarks/bench_omp_wait.py). OpenMP reads the policy once, when torch first loads it, so it
+# is set here, before this package imports torch; a value the user set is kept, and a torch
+# imported before this package keeps the policy it started with.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

@@ -38,12 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__
-
-# torch's OpenMP threads busy-wait by default; on a shared or loaded machine that made small
-# forward passes take seconds instead of milliseconds (measured 25 s vs 8 s for the demo).
-# Set before torch is imported (it is imported lazily below); a user's own value wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from . import __version__  # sets a passive OpenMP wait policy before torch is imported
 from . import io as imio
 from .dask_support import dask_progress, is_dask_array
 from .settings import COMPILE_MODES, NORMALIZATIONS, NORMALIZE_PER, PRECISIONS, TILINGS
@@ -51,6 +46,8 @@ from .settings import COMPILE_MODES, NORMALIZATIONS, NORMALIZE_PER, PRECISIONS, 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_NO_SPACE = 3
+EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
@@ -149,6 +146,11 @@ def _add_restore_parser(sub: argparse._SubParsersAction) -> None:
     run = p.add_argument_group("batch")
     run.add_argument(
         "--recursive", action="store_true", help="also restore images in sub-folders of a folder"
+    )
+    run.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="with --recursive, also search linked sub-folders that lie inside the input folder",
     )
     run.add_argument("--skip-existing", action="store_true", help="skip inputs whose output exists (resume)")
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -277,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"napari-hinet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except imio.OutputSpaceError as exc:
+        print(f"napari-hinet {args.command}: stopped: {exc}", file=sys.stderr)
+        return EXIT_NO_SPACE
     except Terminated:
         print("\nnapari-hinet: terminated", file=sys.stderr)
         return EXIT_TERMINATED
@@ -326,6 +331,7 @@ def run_models(args: argparse.Namespace) -> int:
                 "path": str(m.path) if m.path else None,
                 "description": m.description,
                 "where_to_get": "" if m.available else m.missing_message(),
+                "problem": m.problem,
             }
             for m in models
         ]
@@ -344,7 +350,10 @@ def run_models(args: argparse.Namespace) -> int:
         for m in models
     ]
     _print_table(headers, rows)
-    print("\n* default model of its task. User models folder:", user_models_dir())
+    print("\n* default model of its task. User models folder:", user_models_dir(create=False))
+    problem = user_models_problem()
+    if problem:
+        print(f"Warning: {problem}.")
     missing = [m for m in models if not m.available]
     if missing:
         print("\nMissing models and how to get them:")
@@ -406,7 +415,7 @@ def collect_info() -> dict[str, Any]:
         info["devices"] = f"unknown ({exc})"
     from .registry import bundled_weights_dir, user_models_dir
 
-    info["user_models_dir"] = str(user_models_dir())
+    info["user_models_dir"] = str(user_models_dir(create=False))
     info["bundled_weights_dir"] = str(bundled_weights_dir())
     return info
 
@@ -469,8 +478,47 @@ class FileResult:
     reason: str = ""
 
 
+#: suffixes of image or data files that ``-o`` cannot write (a name with one of them is not a folder name)
+_UNWRITABLE_SUFFIXES = (
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".jp2",
+    ".j2k",
+    ".tga",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".exr",
+    ".hdr",
+    ".heic",
+    ".npy",
+    ".npz",
+    ".h5",
+    ".hdf5",
+    ".n5",
+    ".czi",
+    ".nd2",
+    ".lif",
+    ".lsm",
+    ".ims",
+    ".mrc",
+    ".dcm",
+    ".nii",
+    ".svs",
+    ".vsi",
+    ".avi",
+    ".mp4",
+    ".mov",
+)
+
+
 def plan_jobs(
-    inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, recursive: bool = False
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    recursive: bool = False,
+    follow_symlinks: bool = False,
 ) -> list[Job]:
     """Pair each input image with its output path.
 
@@ -480,10 +528,18 @@ def plan_jobs(
     folder and each output has its input's name.
 
     Raises:
-        UsageError: a missing input, an unsupported file named explicitly, no
-            images found, two inputs with the same output name, or an output
-            that would overwrite its input.
+        UsageError: a missing input, an unsupported file named explicitly, a
+            folder that cannot be listed, no images found, an output name with
+            an image suffix that cannot be written (``out.bmp``), an output folder
+            that is an input folder, two inputs with the same output name, or an
+            output that would overwrite its input.
     """
+    out = Path(output)
+    if out.suffix.lower() in _UNWRITABLE_SUFFIXES and not out.is_dir():
+        raise UsageError(
+            f"output {out} names a {out.suffix} file, which cannot be written; give a folder, or for a "
+            f"single input a file name ending in one of {', '.join(imio.SUPPORTED_SUFFIXES)}"
+        )
     pairs: list[tuple[Path, Path]] = []  # (file, path relative to the output folder)
     for raw in inputs:
         path = Path(raw)
@@ -492,11 +548,20 @@ def plan_jobs(
         if imio.is_supported(path) and (path.is_file() or imio.file_format(path) in ("zarr", "ome-zarr")):
             pairs.append((path, Path(path.name)))
         elif path.is_dir():
-            inside = Path(output).resolve()
+            inside = out.resolve()
+            if inside == path.resolve():
+                raise UsageError(
+                    f"the output folder {out} is the input folder {path}: the results would replace the "
+                    "inputs; choose another output folder"
+                )
+            try:
+                listed = imio.list_images(path, recursive=recursive, follow_symlinks=follow_symlinks)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot list the folder {exc.filename or path}: {exc.strerror or exc}"
+                ) from None
             found = [  # never take earlier outputs (an output folder inside the input folder) as inputs
-                f
-                for f in imio.list_images(path, recursive=recursive)
-                if inside not in f.resolve().parents and f.resolve() != inside
+                f for f in listed if inside not in f.resolve().parents and f.resolve() != inside
             ]
             if not found:
                 raise UsageError(
@@ -508,7 +573,6 @@ def plan_jobs(
             raise UsageError(
                 f"input {path} is not a supported image; supported suffixes: {', '.join(imio.SUPPORTED_SUFFIXES)}"
             )
-    out = Path(output)
     single_file = len(pairs) == 1 and Path(inputs[0]) == pairs[0][0]
     if single_file and imio.is_supported(out) and not (out.is_dir() and imio.file_format(out) is None):
         jobs = [Job(pairs[0][0], out)]
@@ -549,6 +613,34 @@ def mark_existing(jobs: list[Job], skip_existing: bool, overwrite: bool) -> None
             f"{len(clashes)} output(s) exist already ({shown}); pass --skip-existing to keep them "
             "(resume a batch) or --overwrite to replace them"
         )
+
+
+def check_outputs(jobs: Sequence[Job], settings: Any) -> None:
+    """Refuse, before anything is computed, outputs that could not be written.
+
+    Rules, in this order: 1. ``out_dtype="float32"`` cannot go to PNG or JPEG;
+    2. every output folder must be a folder (or creatable) and writable, which
+    is tried by creating and removing a hidden file in it. Raises :class:`UsageError`.
+    """
+    import tempfile
+
+    if settings.out_dtype == "float32":
+        for job in jobs:
+            if job.action != "skip" and imio.file_format(job.target) in ("png", "jpeg"):
+                raise UsageError(
+                    f"--out-dtype float32 cannot be written as {job.target.suffix} ({job.target}); "
+                    "write .tif or .zarr, or drop --out-dtype"
+                )
+    for folder in sorted({job.target.parent for job in jobs if job.action != "skip"}):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".napari-hinet-write-test-"):
+                pass
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write into the output folder {folder} ({exc.strerror or exc}); "
+                "choose a folder you can write to"
+            ) from None
 
 
 # --------------------------------------------------------------------------- restore: running
@@ -672,7 +764,7 @@ def restore_files(
         except Exception as exc:  # one bad file must not stop the batch
             from .engine import Cancelled
 
-            if isinstance(exc, Cancelled):
+            if isinstance(exc, (Cancelled, imio.OutputSpaceError)):  # no space: every next file would fail
                 raise
             yield FileResult(job, "failed", _reason(job.source, exc))
         else:
@@ -752,7 +844,7 @@ def run_restore(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     settings = settings_from_args(args)
     if args.skip_existing and args.overwrite:
         raise UsageError("--skip-existing and --overwrite exclude each other")
-    jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive)
+    jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive, follow_symlinks=args.follow_symlinks)
     mark_existing(jobs, args.skip_existing, args.overwrite)
     _check_model_exists(settings)
     if args.dry_run:
@@ -763,6 +855,7 @@ def run_restore(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             f"dry run: {todo} to restore, {len(jobs) - todo} to skip; nothing was read or written", file=out
         )
         return EXIT_OK
+    check_outputs(jobs, settings)
     restorer = _load_restorer(settings)
     progress = not args.no_progress
     outcome = Outcome()
@@ -787,6 +880,9 @@ def run_restore(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             files_bar.update(1)
     except KeyboardInterrupt as exc:
         interrupted = exc
+    except imio.OutputSpaceError:
+        _print_summary(outcome, len(jobs), time.perf_counter() - start, None, out)
+        raise
     finally:
         for bar in bars.values():
             bar.close()
@@ -847,7 +943,9 @@ if __name__ == "__main__":  # pragma: no cover
 
 __all__ = [
     "EXIT_FAILED",
+    "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
+    "EXIT_NO_SPACE",
     "EXIT_OK",
     "EXIT_TERMINATED",
     "EXIT_USAGE",
@@ -856,6 +954,7 @@ __all__ = [
     "Outcome",
     "UsageError",
     "build_parser",
+    "check_outputs",
     "collect_info",
     "main",
     "mark_existing",
