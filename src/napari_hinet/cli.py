@@ -14,14 +14,20 @@ writes every output atomically with the input's metadata. A folder in gives a
 folder out with the same file names. Zarr inputs are processed lazily with dask
 (chunk by chunk), so they may be larger than memory.
 
-Exit codes (also in ``docs/scripting.md``):
+Exit codes, the same for every subcommand (also in ``docs/reliability.md``):
 
-====  ==========================================================
-0     every input restored (or skipped with ``--skip-existing``)
-1     some inputs failed (each is reported; the others were done)
-2     bad arguments: unknown option/model/device, no inputs, ...
-130   interrupted (Ctrl-C / SIGINT); 143 terminated (SIGTERM)
-====  ==========================================================
+====  ==========================================================================
+0     done: every input restored (or skipped), the model trained and saved
+1     partly done: some inputs failed (each reported; the others were done),
+      or training diverged (the last good state is kept)
+2     refused before any work: bad arguments, unknown or unusable model,
+      checkpoint or run state, no inputs, unwritable output, invalid data
+3     stopped: no space for an output (disk full, quota, size limit); the
+      outputs written before are complete, no partial file is left
+70    internal error (a bug): the message says what failed; please report it
+130   interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM); both leave
+      no partial output, and training keeps a checkpoint to resume from
+====  ==========================================================================
 """
 
 from __future__ import annotations
@@ -288,6 +294,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nnapari-hinet: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line that says what failed, not a traceback
+        if imio.space_problem(exc):
+            print(f"napari-hinet {args.command}: stopped: {imio.space_problem(exc)}: {exc}", file=sys.stderr)
+            return EXIT_NO_SPACE
+        print(
+            f"napari-hinet {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in napari-hinet; please report it with this message and the output of "
+            "`napari-hinet info` (set HINET_DEBUG=1 for the full traceback).",
+            file=sys.stderr,
+        )
+        if os.environ.get("HINET_DEBUG"):
+            raise
+        return EXIT_INTERNAL
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -310,7 +329,7 @@ def _install_sigterm_handler() -> Any:
 
 def run_models(args: argparse.Namespace) -> int:
     """``napari-hinet models``: every known model, whether it is here, and where to get it if not."""
-    from .registry import default_model, list_models, user_models_dir
+    from .registry import default_model, list_models, user_models_dir, user_models_problem
 
     models = list_models(args.task)
     defaults = {}
