@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from napari_hinet.exchange.bioimageio import export_bioimageio, package_layout
+from napari_hinet.exchange.onnx import export_onnx
+from napari_hinet.model import set_statistics
 
 from .conftest import make_tiny
 
@@ -59,14 +61,20 @@ def test_percentile_package_passes_bioimageio_core(tiny_model, tmp_path):
 def test_fixed_rgb_package_maps_8_bit_and_cites_tlc(tmp_path):
     model = make_tiny(in_chn=3, normalization="fixed", seed=1)
     image = np.random.default_rng(0).integers(0, 256, (80, 90, 3), dtype=np.uint8)
-    path = export_bioimageio(model, tmp_path / "rgb.zip", image=image, local_statistics=True)
-    _passes(path, weight_format="torchscript")
+    set_statistics(model, "local", patch_size=16)  # TLC windows 16, 8, 4 at levels 0-2
+    path = export_bioimageio(model, tmp_path / "rgb.zip", image=image)
+    _passes(path, weight_format="pytorch_state_dict")  # the architecture file rebuilds the TLC windows
     rdf = _rdf(path)
     (inp,), (out,) = rdf["inputs"], rdf["outputs"]
     assert inp["data"] == {"type": "float32", "range": [0.0, 255.0]}
     assert [p["id"] for p in inp["preprocessing"]] == ["ensure_dtype", "scale_linear", "ensure_dtype"]
     assert [p["id"] for p in out["postprocessing"]] == ["scale_linear", "clip", "ensure_dtype"]
     assert len(rdf["cite"]) == 2 and "Global" in rdf["cite"][1]["text"]
+    assert set(rdf["weights"]) == {"pytorch_state_dict"}  # traces cannot keep TLC windows
+    with pytest.raises(ValueError, match="TLC local statistics"):
+        export_onnx(model, tmp_path / "rgb.onnx")
+    kwargs = rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
+    assert kwargs["local_statistics"] == {"levels": [0, 1, 2], "windows": [16, 8, 4], "border": "clamp"}
 
 
 def test_round_trip_export_import_restore_is_identical(tiny_model, tmp_path):

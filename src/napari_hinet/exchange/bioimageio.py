@@ -11,7 +11,8 @@ applied in this order:
    weights) and the model's config as kwargs; the torch version),
    ``torchscript`` (``weights_torchscript.pt``) and ``onnx``
    (``weights.onnx``, opset :data:`.onnx.OPSET`), the last two with parent
-   ``pytorch_state_dict``.
+   ``pytorch_state_dict``. A model with TLC local statistics gets only the
+   ``pytorch_state_dict`` weights (traces cannot keep its size-dependent windows).
 2. **Input** ``input``: axes batch, channel (1 ``gray`` or 3 ``r g b``),
    y, x. Sizes: ``min + k * step`` with step ``m = 2**(depth-1)`` and min
    the smallest multiple of m that is at least ``2 * m`` and ``2 * halo + m``.
@@ -40,7 +41,8 @@ applied in this order:
 6. **Cover**: the test input and output side by side (2:1 PNG). **README**:
    the model card from the metadata (task, data, degradation, recipe,
    measured quality, limits). **Citations**: HINet, and TLC when the model
-   uses local statistics (``metadata["local_statistics"]``). **Licence**:
+   uses local statistics (:func:`napari_hinet.model.set_statistics`; the
+   kwarg ``local_statistics`` of the architecture then carries the windows). **Licence**:
    the SPDX id at the start of the model's licence (``"MIT (weights)..."``
    gives ``MIT``), or ``licence=`` given by the caller.
 7. Our full model metadata goes under ``config.napari_hinet`` (so the
@@ -65,7 +67,7 @@ import torch
 from ..checkpoints import load_model
 from ..io import atomic_output
 from ..model import HINet
-from .network import architecture_source
+from .network import architecture_source, local_statistics
 from .onnx import OPSET, export_onnx
 from .torchscript import export_torchscript
 
@@ -271,7 +273,7 @@ def _readme(meta: dict[str, Any], name: str, description: str, layout: dict[str,
 
 
 def _citation_keys(meta: dict[str, Any]) -> list[str]:
-    return ["hinet", "tlc"] if meta.get("local_statistics") else ["hinet"]
+    return ["hinet", "tlc"] if meta.get("local_statistics") else ["hinet"]  # set from the model
 
 
 def _package_version() -> str:
@@ -322,7 +324,7 @@ def export_bioimageio(
         image: the test image, 2-D (gray) or (Y, X, 3) (RGB), in data units;
             default: the model's sample image. A centre crop of about 64 x 64 is used.
         **metadata: stored with the model metadata under ``config.napari_hinet``
-            (e.g. ``training``, ``metrics``, ``local_statistics=True``).
+            (e.g. ``training``, ``metrics``).
 
     The package carries pytorch_state_dict, TorchScript and ONNX weights, test
     tensors, a cover, a README model card and citations (rules in the module docstring).
@@ -332,6 +334,7 @@ def export_bioimageio(
 
     model = load_model(model)
     meta = _jsonable({**model.metadata, **metadata})
+    meta["local_statistics"] = local_statistics(model)  # TLC windows, or None
     name = str(name or meta.get("name") or "hinet-model")
     if len(name) < 5:
         name = f"HINet {name}"
@@ -366,8 +369,9 @@ def export_bioimageio(
         (tmp / "hinet.py").write_text(architecture_source())
         cpu = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
         torch.save(cpu, tmp / "weights.pt")
-        export_torchscript(model, tmp / "weights_torchscript.pt")
-        export_onnx(model, tmp / "weights.onnx")
+        if not meta["local_statistics"]:  # TLC: pytorch_state_dict only (see network.traceable)
+            export_torchscript(model, tmp / "weights_torchscript.pt")
+            export_onnx(model, tmp / "weights.onnx")
 
         channel_names = ["r", "g", "b"] if channels == 3 else ["gray"] if channels == 1 else None
         channel_axis = (
@@ -452,17 +456,28 @@ def export_bioimageio(
                 architecture=bmz.ArchitectureFromFileDescr(
                     source=tmp / "hinet.py",
                     callable=bmz.Identifier("HINetImage"),
-                    kwargs=dict(model.config),
+                    kwargs={
+                        **model.config,
+                        **(
+                            {"local_statistics": meta["local_statistics"]} if meta["local_statistics"] else {}
+                        ),
+                    },
                 ),
                 pytorch_version=torch_version,
             ),
-            torchscript=bmz.TorchscriptWeightsDescr(
-                source=tmp / "weights_torchscript.pt",
-                pytorch_version=torch_version,
-                parent="pytorch_state_dict",
-            ),
-            onnx=bmz.OnnxWeightsDescr(
-                source=tmp / "weights.onnx", opset_version=OPSET, parent="pytorch_state_dict"
+            **(
+                {}
+                if meta["local_statistics"]
+                else {
+                    "torchscript": bmz.TorchscriptWeightsDescr(
+                        source=tmp / "weights_torchscript.pt",
+                        pytorch_version=torch_version,
+                        parent="pytorch_state_dict",
+                    ),
+                    "onnx": bmz.OnnxWeightsDescr(
+                        source=tmp / "weights.onnx", opset_version=OPSET, parent="pytorch_state_dict"
+                    ),
+                }
             ),
         )
         scale = 255.0 if fixed else 1.0

@@ -25,9 +25,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..model import HINet
+from ..model import HINet, LocalHalfInstanceNorm, get_statistics
 
-__all__ = ["HINetImage", "architecture_source", "example_input", "image_network"]
+__all__ = [
+    "HINetImage",
+    "architecture_source",
+    "example_input",
+    "image_network",
+    "local_statistics",
+    "traceable",
+]
 
 _MODEL_DIR = Path(__file__).resolve().parents[1] / "model"
 
@@ -35,17 +42,52 @@ _MODEL_DIR = Path(__file__).resolve().parents[1] / "model"
 class HINetImage(HINet):
     """HINet returning only the final restored image: (N, C, H, W) -> (N, C, H, W).
 
-    Same arguments and state_dict as HINet. H and W must be multiples of
-    ``2**(depth-1)`` and at least twice that.
+    Same arguments and state_dict as HINet, plus ``local_statistics``: ``None``
+    (HINet as trained) or ``{"levels": [...], "windows": [...], "border": ...}``
+    as :func:`napari_hinet.model.get_statistics` reports it, which gives the HIN
+    blocks of those levels TLC local statistics (same parameters). H and W
+    must be multiples of ``2**(depth-1)`` and at least twice that.
     """
+
+    def __init__(self, *args, local_statistics: dict | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if local_statistics:
+            windows = dict(zip(local_statistics["levels"], local_statistics["windows"], strict=True))
+            for path in (self.down_path_1, self.down_path_2):
+                for level, block in enumerate(path):
+                    if getattr(block, "use_hin", False) and level in windows:
+                        channels = 2 * block.norm.num_features
+                        border = local_statistics.get("border") or "clamp"
+                        block.norm = LocalHalfInstanceNorm(channels, windows[level], border)
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         return super().forward(x)[-1]
 
 
+def local_statistics(model: HINet) -> dict | None:
+    """The TLC setting of ``model`` for :class:`HINetImage`, or ``None`` when it uses global statistics."""
+    stats = get_statistics(model)
+    return None if stats["stats"] == "global" else {k: v for k, v in stats.items() if k != "stats"}
+
+
+def traceable(model: HINet) -> None:
+    """Raise ``ValueError`` unless ``model`` can be traced to ONNX/TorchScript for every input size.
+
+    TLC local statistics choose between a box filter and a global mean by the
+    feature-map size, a branch that a trace freezes at the tracing size.
+    """
+    if local_statistics(model):
+        raise ValueError(
+            "This model uses TLC local statistics, whose windows depend on the input size in a way "
+            "ONNX and TorchScript traces cannot keep. Export its bioimage.io package (pytorch_state_dict "
+            "weights rebuild the windows), or switch it back with "
+            "napari_hinet.model.set_statistics(model, 'global') first."
+        )
+
+
 def image_network(model: HINet) -> HINetImage:
-    """A float32 CPU :class:`HINetImage` (eval mode) with ``model``'s weights."""
-    net = HINetImage(**model.config)
+    """A float32 CPU :class:`HINetImage` (eval mode) with ``model``'s weights and statistics."""
+    net = HINetImage(**model.config, local_statistics=local_statistics(model))
     net.load_state_dict({k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()})
     return net.eval()
 
@@ -86,7 +128,8 @@ def architecture_source() -> str:
 
     Rules, applied in this order:
 
-    1. start from ``model/hinet.py`` and follow its ``from .x import y`` lines;
+    1. start from ``model/hinet.py`` and ``model/tlc.py`` and follow their
+       ``from .x import y`` lines;
     2. emit each module once, after the modules it imports;
     3. drop the relative imports and ``from __future__ import annotations``
        (stated once at the top); keep everything else verbatim.
@@ -97,7 +140,9 @@ def architecture_source() -> str:
         'Build with HINet(**kwargs) and load the state dict of the package."""\n',
         "from __future__ import annotations\n",
     ]
-    for stem in _module_order("hinet"):
+    stems = _module_order("hinet")
+    stems += [s for s in _module_order("tlc") if s not in stems]  # LocalHalfInstanceNorm for HINetImage
+    for stem in stems:
         text = (_MODEL_DIR / f"{stem}.py").read_text()
         tree = ast.parse(text)
         drop: set[int] = set()

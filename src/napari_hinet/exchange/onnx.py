@@ -34,7 +34,7 @@ import torch
 
 from ..io import atomic_output
 from ..model import HINet
-from .network import example_input, image_network
+from .network import example_input, image_network, traceable
 
 __all__ = ["ATOL", "OPSET", "export_onnx"]
 
@@ -56,6 +56,7 @@ def export_onnx(model: HINet, path: str | os.PathLike) -> Path:
     """
     import onnx
 
+    traceable(model)
     path = Path(path)
     net = image_network(model)
     with atomic_output(path) as tmp, warnings.catch_warnings(), torch.no_grad():

@@ -180,7 +180,7 @@ def _architecture(rdf: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict
         )
     if not isinstance(kwargs, dict):
         raise PackageError(f"{path}: the HINet kwargs are not a mapping ({kwargs!r}).")
-    unknown = sorted(set(kwargs) - set(HINET_ARGUMENTS))
+    unknown = sorted(set(kwargs) - {*HINET_ARGUMENTS, "local_statistics"})
     if unknown:
         raise PackageError(
             f"{path} declares a HINet with arguments napari-hinet's HINet does not have: "
@@ -227,11 +227,14 @@ def read_package(path: str | os.PathLike) -> PackageModel:
             "nothing is downloaded: get the package with its weights (the .zip) and load that."
         )
     config = dict(kwargs)
+    tlc = config.pop("local_statistics", None)  # HINetImage's TLC windows: metadata, not a HINet argument
     ours = (rdf.get("config") or {}).get("napari_hinet")
     if isinstance(ours, dict):
         meta = dict(ours)
     else:
         meta = _derived_metadata(rdf)
+    if tlc:
+        meta["local_statistics"] = tlc
     meta["name"] = str(rdf.get("name") or path.stem)
     meta["bioimageio"] = {"format_version": str(rdf.get("format_version", "")), "package": str(path)}
     return PackageModel(

@@ -23,7 +23,7 @@ import torch
 
 from ..io import atomic_output
 from ..model import HINet
-from .network import example_input, image_network
+from .network import example_input, image_network, traceable
 
 __all__ = ["ATOL", "export_torchscript"]
 
@@ -40,6 +40,7 @@ def export_torchscript(model: HINet, path: str | os.PathLike) -> Path:
 
     The file holds ``forward(x)``: (N, C, H, W) float32 -> same shape.
     """
+    traceable(model)
     path = Path(path)
     net = image_network(model)
     check = example_input(model, seed=1)[:1, :, : 2 * model.size_multiple, : 2 * model.size_multiple]
