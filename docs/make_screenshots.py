@@ -4,7 +4,12 @@ For each sample it opens napari, loads the sample (degraded image + clean twin),
 docks the matching widget through the plugin manifest, takes a "before"
 screenshot, clicks Run, waits for the worker, and takes an "after" screenshot
 and a side-by-side comparison (napari's grid mode: degraded | restored | clean).
-It also docks the Fine-tune widget for its screenshot (when it exists).
+The comparison is made with the widget's **Compare** button. It also makes:
+``denoise_tooltip.png`` (a control's tooltip, grabbed from the X screen since
+tooltips are windows of their own), ``denoise_files.png`` (the Files… folder
+mode after a run on a folder of three images) and the Fine-tune shots on a
+laptop-size window (1280 x 800): ``finetune_before.png`` (top of the dock) and
+``finetune_after.png`` (the dock scrolled to its plots after training).
 
 Run it under a virtual X server on a headless machine::
 
@@ -47,7 +52,7 @@ SHOTS = [  # model None: what the widget picks by default for that image (as a n
     Shot("derain_photo", "rainy_photo", "Derain", None),
 ]
 WINDOW = (1500, 900)
-FINETUNE_WINDOW = (1500, 1180)  # the Fine-tune widget is taller
+LAPTOP_WINDOW = (1280, 800)  # the docks scroll: a laptop screen keeps a usable canvas
 
 
 def _process(app, seconds: float) -> None:
@@ -112,37 +117,73 @@ def restore_shots(shot: Shot, out: Path, app) -> None:
         raise SystemExit(f"{shot.key}: {widget.status.value}")
     _save(viewer, app, out / f"{shot.key}_after.png")
 
-    # side by side, left to right: degraded | restored | clean
-    clean = viewer.layers[0]
-    clean.visible = True
-    viewer.layers.move(0, len(viewer.layers))  # to the top; the selection (and the widget) stay as they are
-    grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid
-    grid.shape = (1, 3)
-    grid.stride = 1
-    grid.enabled = True
+    # side by side, left to right: degraded | restored | clean, with the widget's Compare button
+    widget.compare_button.clicked.emit()
     _fit(viewer, app)
     _save(viewer, app, out / f"{shot.key}_compare.png")
     viewer.close()
 
 
 def finetune_shot(out: Path, app, steps: int) -> None:
-    try:
-        from napari_hinet._widgets import finetune_widget  # noqa: F401
-    except ImportError as exc:
-        print(f"  skipping Fine-tune: {exc}")
-        return
-    viewer = _new_viewer(app, FINETUNE_WINDOW)
+    viewer = _new_viewer(app, LAPTOP_WINDOW)
     viewer.open_sample("napari-hinet", "noisy_fluorescence")
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-hinet", "Fine-tune")
-    if hasattr(widget, "screenshot_setup"):
-        widget.screenshot_setup(steps=steps)
+    widget.screenshot_setup(steps=steps)
     _fit(viewer, app)
+    print(f"  window {viewer.window._qt_window.width()} x {viewer.window._qt_window.height()}")
     _save(viewer, app, out / "finetune_before.png")
-    if hasattr(widget, "start"):
-        widget.start()
-        _wait(app, widget, timeout=1800)
-        print(f"  Fine-tune: {widget.status.value}")
+    widget.start()
+    _wait(app, widget, timeout=1800)
+    print(f"  Fine-tune: {widget.status.value}")
+    bar = widget.native.verticalScrollBar()  # the dock is a scroll area: show its plots and status
+    bar.setValue(bar.maximum())
     _save(viewer, app, out / "finetune_after.png")
+    viewer.close()
+
+
+def tooltip_shot(out: Path, app) -> None:
+    """The Denoise dock with the tooltip of its Tile size control (grabbed from the screen)."""
+    from qtpy.QtWidgets import QToolTip
+
+    viewer = _new_viewer(app)
+    viewer.open_sample("napari-hinet", "noisy_fluorescence")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-hinet", "Denoise")
+    _fit(viewer, app)
+    control = widget.tile.native
+    QToolTip.showText(control.mapToGlobal(control.rect().center()), widget.tile.tooltip, control)
+    _process(app, 0.5)
+    window = viewer.window._qt_window
+    corner = window.mapToGlobal(window.rect().topLeft())
+    shot = app.primaryScreen().grabWindow(0, corner.x(), corner.y(), window.width(), window.height())
+    shot.save(str(out / "denoise_tooltip.png"))
+    print(f"  wrote {out / 'denoise_tooltip.png'}")
+    QToolTip.hideText()
+    viewer.close()
+
+
+def files_shot(out: Path, app) -> None:
+    """The Denoise dock in Files… mode after restoring a folder of three images."""
+    import numpy as np
+    import tifffile
+
+    from napari_hinet._sample_data import noisy_fluorescence
+
+    folder = Path(tempfile.mkdtemp(prefix="hinet-shots-files-")) / "nuclei"
+    folder.mkdir()
+    noisy = next(data for data, kwargs, _ in noisy_fluorescence() if "noisy" in kwargs["name"])
+    tifffile.imwrite(folder / "nuclei_full.tif", np.asarray(noisy))
+    tifffile.imwrite(folder / "nuclei_top_left.tif", np.asarray(noisy)[:256, :256])
+    tifffile.imwrite(folder / "nuclei_bottom_right.tif", np.asarray(noisy)[256:, 256:])
+    viewer = _new_viewer(app)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-hinet", "Denoise")
+    widget.source.value = "files"
+    widget.input_folder.value = folder
+    widget.run_button.clicked.emit()
+    _process(app, 0.2)
+    _wait(app, widget)
+    print(f"  Files: {widget.status.value}")
+    _fit(viewer, app)
+    _save(viewer, app, out / "denoise_files.png")
     viewer.close()
 
 
@@ -172,12 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     from napari.qt import get_qapp
 
     app = get_qapp()
-    wanted = set(args.only or [s.key for s in SHOTS] + ["finetune"])
+    wanted = set(args.only or [s.key for s in SHOTS] + ["tooltip", "files", "finetune"])
     for shot in SHOTS:
         if shot.key in wanted:
             model = overrides.get(shot.key, shot.model)
             print(f"{shot.key}: sample {shot.sample}, widget {shot.widget}, model {model or '(default)'}")
             restore_shots(Shot(shot.key, shot.sample, shot.widget, model), args.out, app)
+    if "tooltip" in wanted:
+        print("tooltip:")
+        tooltip_shot(args.out, app)
+    if "files" in wanted:
+        print("files:")
+        files_shot(args.out, app)
     if "finetune" in wanted:
         print("finetune:")
         finetune_shot(args.out, app, args.finetune_steps)

@@ -554,6 +554,8 @@ def test_controls_are_locked_while_running_and_closing_the_dock_cancels(
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(10).random((40, 128, 128), dtype=np.float32), name="long")
     dock, widget = viewer.window.add_plugin_dock_widget("napari-hinet", "Denoise")
+    viewer.add_image(np.zeros((16, 16), np.float32), name="small")  # napari refreshes the pickers
+    widget.image.value = viewer.layers["long"]
     widget.model.value = tiny_models["denoise"]
     widget.tile.value = 128
     worker = widget.run()
@@ -580,7 +582,11 @@ def test_controls_are_locked_while_running_and_closing_the_dock_cancels(
     qtbot.waitUntil(lambda: bool(finished), timeout=60_000)
     qtbot.wait(200)
     assert worker.abort_requested and not widget.is_running and widget._restorer is None
-    assert [lay.name for lay in viewer.layers] == ["long"]
+    assert [lay.name for lay in viewer.layers] == ["long", "small"]
+    from qtpy.QtWidgets import QApplication, QMainWindow
+
+    strays = [w for w in QApplication.topLevelWidgets() if w.isVisible() and not isinstance(w, QMainWindow)]
+    assert not strays, strays  # no piece of the closed dock is left on screen
 
 
 def test_files_mode_restores_a_folder_like_the_cli(

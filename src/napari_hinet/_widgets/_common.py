@@ -217,6 +217,17 @@ def scrollable_container_class() -> type:
             self._parent_watcher = _ParentWatcher(self.on_dock_parent_changed)
             self.root_native_widget.installEventFilter(self._parent_watcher)
 
+        def reset_choices(self, *_args: Any) -> None:
+            """Refresh the pickers whose choices come from the viewer (napari calls this whenever a
+            layer is added). Radio buttons have fixed choices and are left alone: magicgui would
+            rebuild them, and the old buttons, un-parented, showed up as stray windows once the dock
+            was closed."""
+            from magicgui.widgets import RadioButtons
+
+            for widget in self:
+                if hasattr(widget, "reset_choices") and not isinstance(widget, RadioButtons):
+                    widget.reset_choices()
+
         def on_dock_parent_changed(self, parent: Any) -> None:
             """Called with the scroll area's new parent; ``None`` when napari closes the dock
             (it un-parents the widget rather than deleting it). Subclasses stop their run here."""

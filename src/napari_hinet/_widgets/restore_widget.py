@@ -110,8 +110,9 @@ TOOLTIPS = {
     "official: the HINet paper's test grids (to compare with published numbers); none: whole planes "
     "(needs much memory).",
     "out_dtype": "Data type of the result. Default: auto (8-bit RGB photos stay 8-bit, everything else "
-    "becomes float32, not rounded or clipped).\nChoose same as input to keep e.g. uint16 (rounded and "
-    "clipped).",
+    "becomes float32, not rounded or clipped; in files mode each file keeps its type, as "
+    "`napari-hinet restore` does).\nChoose same as input to keep e.g. uint16 (rounded and clipped), "
+    "float32 to keep every restored value.",
     "scope": "For stacks (Z, T, ...): restore the plane shown by the sliders, or every plane.\n"
     "Default: whole stack. Choose current plane for a quick look at one plane.",
     "new_layer": "Unchecked: running again on the same input replaces its earlier result (same shape only).\n"
@@ -968,7 +969,8 @@ class RestoreWidget(scrollable_container_class()):
         if cancelled:
             line += f"; cancelled, {left} not done (run again with Skip existing to resume)"
         failures = "".join(f"\n{p.name}: {reason}" for p, reason in outcome.failed[:5])
-        self.status.value = line + "." + failures
+        where = f" Results in {_folder_text(self.output_folder.value)}." if outcome.done else ""
+        self.status.value = line + "." + where + failures
         self.progress_text.value = "" if cancelled else f"{total}/{total} files."
         if not cancelled:
             self.progress.value = _PROGRESS_STEPS
