@@ -64,6 +64,7 @@ from ._common import (
     save_widget_state,
     scrollable_container_class,
 )
+from ._export import EXPORT_MODEL, ask_export, start_export
 
 if TYPE_CHECKING:
     import napari
@@ -85,7 +86,7 @@ _OUT_DTYPES = [
 _SCOPES = ["current plane", "whole stack"]
 _SOURCES = ["layer", "files"]
 _PROGRESS_STEPS = 1000
-_CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
+_CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".zip")  # .zip: bioimage.io package
 
 #: Tooltips: what the control does, its default, when to change it.
 TOOLTIPS = {
@@ -297,6 +298,7 @@ class RestoreWidget(scrollable_container_class()):
             choices.append((label, info.name))
         for path in self._checkpoints:
             choices.append((f"{Path(path).name} (checkpoint)", path))
+        choices.append(("Export…", EXPORT_MODEL))  # an action on the selected model
         choices.append(("Load checkpoint…", LOAD_CHECKPOINT))
         return choices
 
@@ -370,6 +372,12 @@ class RestoreWidget(scrollable_container_class()):
             )
 
     def _on_model_changed(self, value: Any) -> None:
+        if value == EXPORT_MODEL:  # an action on the current model, which stays selected
+            self._set_model(self._last_model)
+            chosen = ask_export(self.native, str(self._last_model))
+            if chosen is not None:
+                self.export_model(*chosen)
+            return
         if value == LOAD_CHECKPOINT:
             path = self._ask_checkpoint_path()
             if not path or not self.add_checkpoint(path):  # cancelled or refused: back to the previous model
@@ -403,7 +411,7 @@ class RestoreWidget(scrollable_container_class()):
         layer = self.image.value if self.source.value == "layer" else None
         kind = None if layer is None else ("RGB" if layer.rgb else "gray")
         if self._model_auto:
-            what = f"for a {kind} image" if kind else "for this task"
+            what = f"for {'an' if kind == 'RGB' else 'a'} {kind} image" if kind else "for this task"
             self.model_source.value = f"Automatic: the {self._task} default {what}."
             return
         text = "Chosen by you (remembered). Reset to defaults to follow the image again."
@@ -466,7 +474,7 @@ class RestoreWidget(scrollable_container_class()):
             self.native,
             "Load a HINet checkpoint",
             str(user_models_dir()),
-            "HINet weights (*.safetensors *.pth *.pt);;All files (*)",
+            "HINet weights (*.safetensors *.pth *.pt *.zip);;All files (*)",
         )
         return path
 
@@ -488,6 +496,24 @@ class RestoreWidget(scrollable_container_class()):
         self.refresh_models(select=path)
         self._save_state()
         return True
+
+    def export_model(self, path: str | Path, options: dict[str, Any] | None = None) -> Any:
+        """Export the selected model to ``path`` in a worker (see docs/sharing.md); returns the worker.
+
+        ``options`` go to :func:`napari_hinet.export` (``format``, ``licence``...).
+        """
+        model = self._last_model
+        self.status.value = f"Exporting {model} to {path}…"
+        self._export_worker = start_export(
+            model, path, dict(options or {}), self._on_exported, self._export_failed
+        )
+        return self._export_worker
+
+    def _on_exported(self, path: Path) -> None:
+        self.status.value = f"Exported to {path}. docs/sharing.md says which tool uses which file."
+
+    def _export_failed(self, exc: BaseException) -> None:
+        self._fail(f"Export failed: {exc}")
 
     # ------------------------------------------------------------ settings
     def settings(self, layer: Any = None, files: bool = False) -> Any:
@@ -992,7 +1018,7 @@ class RestoreWidget(scrollable_container_class()):
                 lay.visible = visible.get(id(lay), lay.visible)
             grid.shape, grid.stride, grid.enabled = shape, stride, enabled
             self._grid_before = None
-            self.compare_button.text = "Compare"
+            self.status.value = "Compare ended: the layers are shown as before."
             return False
         layer = self.image.value
         if layer is None:
@@ -1028,7 +1054,10 @@ class RestoreWidget(scrollable_container_class()):
         grid.stride = 1
         grid.enabled = True
         self._viewer.reset_view()
-        self.compare_button.text = "End compare"
+        names = " | ".join(lay.name for lay in shown)
+        self.status.value = (
+            f"Side by side (zoom and pan are shared): {names}. Click Compare again to go back."
+        )
         return True
 
     def _latest_output(self, layer: Any) -> Any:
@@ -1087,7 +1116,8 @@ def _checkpoint_problem(path: Path, quick: bool = False) -> str:
     a file with a weights suffix; otherwise the weights are read (never unpickled beyond tensors)."""
     expected = (
         "Expected HINet weights: a .safetensors file saved by napari-hinet (e.g. by Fine-tune), or a "
-        "PyTorch .pth/.pt checkpoint of HINet such as the authors' official ones."
+        "PyTorch .pth/.pt checkpoint of HINet such as the authors' official ones, or a bioimage.io "
+        "package (.zip) of a HINet."
     )
     if not path.is_file():
         return f"No checkpoint file at {path}. {expected}"
@@ -1096,7 +1126,11 @@ def _checkpoint_problem(path: Path, quick: bool = False) -> str:
     if quick:
         return ""
     try:
-        from napari_hinet.checkpoints import infer_config, load_state_dict
+        from napari_hinet.checkpoints import infer_config, load_model, load_state_dict
+
+        if path.suffix.lower() == ".zip":  # a bioimage.io package: only HINet ones load
+            load_model(path)
+            return ""
 
         state_dict, meta = load_state_dict(path)
         if not meta.get("config"):
