@@ -109,6 +109,8 @@ TOOLTIPS = {
     "stop_button": "Stop after the current step; the run is checkpointed (Resume continues it).",
     "resume_button": "Continue the stopped run, or the run saved under the Save as name.",
     "save_button": "Save the best model so far into the user models folder (e.g. after Stop).",
+    "export_button": "Export the saved model as a bioimage.io package (for deepImageJ, ilastik, QuPath, "
+    "Icy), ONNX or TorchScript; see docs/sharing.md.",
     "progress": "Training steps done, with the time left.",
     "status": "What happened last: the data used, the saved model and its validation PSNR, or an error.",
 }
@@ -194,8 +196,16 @@ class FinetuneWidget(scrollable_container_class()):
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.resume_button = PushButton(text="Resume", enabled=False)
         self.save_button = PushButton(text="Save now", enabled=False)
+        self.export_button = PushButton(text="Export…", enabled=False)
+        self.saved_path: Path | None = None  # the model saved last: what Export… exports
         buttons = Container(
-            widgets=[self.start_button, self.stop_button, self.resume_button, self.save_button],
+            widgets=[
+                self.start_button,
+                self.stop_button,
+                self.resume_button,
+                self.save_button,
+                self.export_button,
+            ],
             layout="horizontal",
             labels=False,
         )
@@ -251,6 +261,7 @@ class FinetuneWidget(scrollable_container_class()):
         self.stop_button.changed.connect(self.stop)
         self.resume_button.changed.connect(lambda: self.resume())
         self.save_button.changed.connect(lambda: self.save_now())
+        self.export_button.changed.connect(lambda: self._ask_export())
         self._disconnect_layers = connect_layer_list(viewer, self._reset_layer_choices, owner=self.native)
         self._update_visibility()
         self._loading_state = False
@@ -628,6 +639,30 @@ class FinetuneWidget(scrollable_container_class()):
             else ""
         )
         self.status.value = f"Saved {Path(path).stem!r} to {path}.{gain} It is now in the model lists."
+        if path is not None:
+            self.saved_path = Path(path)
+            self.export_button.enabled = True
+
+    def _ask_export(self) -> None:
+        from ._export import ask_export
+
+        if self.saved_path is not None:
+            chosen = ask_export(self.native, str(self.saved_path))
+            if chosen is not None:
+                self.export_model(*chosen)
+
+    def export_model(self, path: str | Path, options: dict[str, Any] | None = None) -> Any:
+        """Export the model saved last to ``path`` in a worker (docs/sharing.md); returns the worker."""
+        from ._export import start_export
+
+        self.status.value = f"Exporting {self.saved_path} to {path}…"
+        self._export_worker = start_export(
+            str(self.saved_path), path, dict(options or {}), self._on_exported, self._on_errored
+        )
+        return self._export_worker
+
+    def _on_exported(self, path: Path) -> None:
+        self.status.value = f"Exported to {path}. docs/sharing.md says which tool uses which file."
 
     def _on_errored(self, exc: BaseException) -> None:
         from napari.utils.notifications import notification_manager
@@ -648,6 +683,7 @@ class FinetuneWidget(scrollable_container_class()):
         self.stop_button.enabled = running
         self.resume_button.enabled = not running and (resumable or self._job is None)
         self.save_button.enabled = not running and self._job is not None
+        self.export_button.enabled = not running and self.saved_path is not None
         for widget in self._result_controls():
             widget.enabled = not running
 

@@ -71,7 +71,7 @@ from .network import architecture_source, local_statistics
 from .onnx import OPSET, export_onnx
 from .torchscript import export_torchscript
 
-__all__ = ["CITATIONS", "export_bioimageio", "package_layout"]
+__all__ = ["CITATIONS", "export_bioimageio", "licence_id", "package_layout"]
 
 #: citation key -> (text, url)
 CITATIONS = {
@@ -101,20 +101,30 @@ def package_layout(model: HINet) -> dict[str, int]:
     return {"step": m, "min": minimum, "halo": halo}
 
 
-def _spdx(licence: str, given: bool) -> str:
-    """The SPDX id: ``licence`` as given, or the first word of the model's licence text."""
+def licence_id(text: str) -> str | None:
+    """The SPDX licence id ``text`` is or starts with (``"MIT (weights)..."`` -> ``"MIT"``), else ``None``."""
     from bioimageio.spec.model import v0_5 as bmz
     from pydantic import ValidationError
 
-    token = licence.strip() if given else (licence.strip().split(" ")[0].strip(";,") if licence else "")
-    try:
-        return str(bmz.LicenseId(token))
-    except ValidationError:
+    for token in (text.strip(), text.strip().split(" ")[0].strip(";,")) if text else ():
+        try:
+            return str(bmz.LicenseId(token))
+        except ValidationError:
+            continue
+    return None
+
+
+def _spdx(licence: str, given: bool) -> str:
+    """The package licence: ``licence`` as given, or the SPDX id of the model's licence text."""
+    found = licence_id(licence)
+    if found is None or (given and found != licence.strip()):
+        token = licence.strip() if given else (licence.strip().split(" ")[0] if licence else "")
         where = "is not an SPDX licence id" if given else f"(model licence: {licence!r}) names no SPDX id"
         raise ValueError(
             f"{token!r} {where}; a bioimage.io package needs one. Pass licence='MIT' (or 'CC-BY-4.0', "
             "'BSD-3-Clause', ...): the licence under which you share these weights."
-        ) from None
+        )
+    return found
 
 
 def _test_image(model: HINet, image: np.ndarray | None) -> np.ndarray:
