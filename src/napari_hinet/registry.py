@@ -14,7 +14,8 @@ Three kinds of model are listed by :func:`list_models`:
     is listed as available and loads by name.
 ``"user"``
     Every other ``.safetensors``, ``.pth`` or ``.pt`` file in the user models
-    folder (fine-tuned models, converted checkpoints). A ``.safetensors`` file
+    folder (fine-tuned models, converted checkpoints), and every bioimage.io
+    package (``.zip``) of a HINet (see :mod:`napari_hinet.exchange.rdf`). A ``.safetensors`` file
     written by :func:`napari_hinet.save_model` carries its task in its metadata.
     For any other file the task is ``"unknown"``: such a model is offered for
     *every* task (``list_models("deblur")`` includes it), because only the

@@ -48,7 +48,7 @@ def test_every_bundled_model_exports_and_matches(tmp_path):
     for name in bundled:
         model = load_model(name)
         c = model.config["in_chn"]
-        shapes = [(1, c, 64, 96), (2, c, 48, 48)]
+        shapes = [(2, c, 48, 72)]  # batch 2, sizes other than the tracing input's
         assert _max_error(model, export_onnx(model, tmp_path / f"{name}.onnx"), shapes) < ATOL, name
         scripted = torch.jit.load(str(export_torchscript(model, tmp_path / f"{name}.pt")))
         for shape in shapes:
