@@ -251,6 +251,22 @@ def test_fit_steps_rules():
     assert fit_steps(5, elapsed_s=9, steps_done=6, step_s=1, val_s=1, val_every=5, warmup_steps=3)[0] == 7
 
 
+def test_refit_continues_the_cosine_from_the_current_rate():
+    from napari_hinet.training import TrainConfig, lr_at, refit_schedule
+
+    cfg = TrainConfig(steps=100, lr=1e-3, lr_min=1e-6, warmup_steps=10)
+    for new_total in (60, 140):  # the machine got faster / slower after step 50
+        steps, restarts, restart_lr = refit_schedule(cfg, 50, new_total)
+        refit = TrainConfig(
+            steps=steps, lr=1e-3, lr_min=1e-6, warmup_steps=10, restarts=restarts, restart_lr=restart_lr
+        )
+        assert restarts == [50]
+        assert lr_at(50, refit) == pytest.approx(lr_at(50, cfg))  # the rate applied does not jump
+        assert lr_at(steps, refit) == pytest.approx(1e-6) and steps == new_total
+        rates = [lr_at(s, refit) for s in range(50, steps)]
+        assert rates == sorted(rates, reverse=True)
+
+
 def test_time_budget_rejects_bad_values():
     with pytest.raises(ValueError, match="time_budget_s must be > 0"):
         _cfg(time_budget_s=0)
@@ -280,13 +296,22 @@ def test_time_budget_ends_on_a_finished_schedule(tmp_path, tmp_models_dir):
         events.append(ev)
     plan = job.budget_plan
     tcfg = job.trainer.cfg
-    assert plan is not None and plan["fitted_at_step"] == 6 and plan["steps"] == tcfg.steps == events[-1].step
-    assert all(ev.total == tcfg.steps for ev in events[5:])  # final total from the fitting step on
-    assert lr_at(tcfg.steps - 1, tcfg) == pytest.approx(tcfg.lr_min, rel=0.2, abs=1e-5)
+    refit = plan.get("refit", {})
+    total = refit["steps"] if refit.get("applied") else plan["steps"]
+    assert plan["fitted_at_step"] == 6 and total == tcfg.steps == events[-1].step
+    # the planned total from the fitting step on (the re-fitted one after a re-fit)
+    assert events[-1].total == tcfg.steps and all(
+        ev.total in (plan["steps"], tcfg.steps) for ev in events[5:]
+    )
+    # finished: every step of the schedule was done, which ends at lr_min
+    assert lr_at(tcfg.steps, tcfg) == pytest.approx(tcfg.lr_min)
+    assert [lr_at(s, tcfg) for s in range(plan["warmup_steps"], tcfg.steps + 1)][-1] == min(
+        lr_at(s, tcfg) for s in range(tcfg.steps + 1)
+    )
     assert 1.0 < job.trainer.wall_time_s < 4.0 * 4  # on budget within wide, load-proof bounds
     assert json.loads((tmp_path / "run" / "budget.json").read_text()) == plan
     meta = load_model(job.save()).metadata
-    assert meta["training"]["time_budget"] == plan and meta["training"]["steps"] == plan["steps"]
+    assert meta["training"]["time_budget"] == plan and meta["training"]["steps"] == total
 
 
 @pytest.mark.slow

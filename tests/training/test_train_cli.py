@@ -110,7 +110,9 @@ def test_cli_time_budget_and_labelled_validation(tmp_path, tmp_models_dir, capsy
     assert "validation PSNR is measured against: noisy view (neighbour sub-sample)" in out.err
     assert "(time budget 3 s)" in out.out and "(against: noisy view (neighbour sub-sample))" in out.out
     plan = json.loads((run / "budget.json").read_text())
-    assert f"saved {tmp_models_dir / 'budget-cli.safetensors'}: {plan['steps']} steps" in out.out
+    done = torch.load(run / "last.pt", weights_only=True)["step"]
+    assert plan["fitted_at_step"] == 6 and done >= 7
+    assert f"saved {tmp_models_dir / 'budget-cli.safetensors'}: {done} steps" in out.out
     assert (
         main(["train", "--mode", "self_supervised", "--inputs", str(noisy), "--time-budget", "-1", *TINY])
         == 2

@@ -9,7 +9,15 @@
 
 from .datasets import Degradation
 from .engine import StepEvent, TrainConfig, Trainer, TrainingDiverged, lr_at
-from .finetune import FinetuneConfig, FinetuneJob, FinetuneResult, finetune, fit_steps, load_images
+from .finetune import (
+    FinetuneConfig,
+    FinetuneJob,
+    FinetuneResult,
+    finetune,
+    fit_steps,
+    load_images,
+    refit_schedule,
+)
 
 __all__ = [
     "Degradation",
@@ -24,4 +32,5 @@ __all__ = [
     "fit_steps",
     "load_images",
     "lr_at",
+    "refit_schedule",
 ]

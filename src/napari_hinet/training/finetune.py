@@ -57,14 +57,26 @@ import torch
 
 from . import selfsupervised
 from .datasets import Degradation, NeighborSource, NoisyPatchSource, PairedSource, SyntheticSource, fixed_set
-from .engine import History, TrainConfig, Trainer
+from .engine import History, TrainConfig, Trainer, lr_at
 
-__all__ = ["FinetuneConfig", "FinetuneJob", "FinetuneResult", "finetune", "fit_steps", "load_images"]
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneJob",
+    "FinetuneResult",
+    "finetune",
+    "fit_steps",
+    "load_images",
+    "refit_schedule",
+]
 
 MODES = ("synthetic", "paired", "n2n", "self_supervised")
 #: Steps timed before the number of steps is fitted to ``time_budget_s`` (at most,
 #: and never past the warm-up, whose learning rates do not depend on the total).
 PROBE_STEPS = 6
+#: Share of the budget after which the plan is checked once against the measured pace.
+REFIT_AT = 0.5
+#: A re-fit is applied when it changes the total by more than this share.
+REFIT_TOLERANCE = 0.05
 #: Validation reference labels (``val_reference``).
 CLEAN_REFERENCE = "clean"
 NOISY_VIEW_N2N = "noisy view (second acquisition)"
@@ -104,6 +116,9 @@ class FinetuneConfig(TrainConfig):
             warm-up + cosine schedule ends at the budget (:func:`fit_steps`); the
             fitted count is final (a slower machine later means a longer run, not a
             truncated schedule) and kept in ``run_dir/budget.json`` for resuming.
+            Once, past half the budget, the total is fitted again to the pace
+            measured since (:func:`refit_schedule`: the cosine continues from the
+            current rate), when that changes it by more than 5 %.
         ssl_method: self-supervised method (mode ``"self_supervised"``):
             ``"neighbor"`` (Neighbor2Neighbor), ``"neighbor_reg"`` (with its
             regulariser) or ``"blind_spot"`` (Noise2Void-style masking); see
@@ -635,8 +650,25 @@ class FinetuneJob:
 
     def _apply_plan(self, plan: dict) -> None:
         self.budget_plan = plan
-        self.trainer.cfg.steps = int(plan["steps"])
-        self.trainer.cfg.warmup_steps = int(plan["warmup_steps"])
+        tcfg = self.trainer.cfg
+        tcfg.steps = int(plan["steps"])
+        tcfg.warmup_steps = int(plan["warmup_steps"])
+        tcfg.restarts, tcfg.restart_lr = [], None
+        refit = plan.get("refit") or {}
+        if refit.get("applied"):
+            tcfg.steps, tcfg.restarts, tcfg.restart_lr = refit_schedule(
+                tcfg, refit["at_step"], refit["steps"]
+            )
+
+    def _elapsed(self) -> float:
+        """Seconds of the budget used: training so far plus the validation before step 1."""
+        return self.trainer.wall_time_s + float((self.budget_plan or {}).get("val_s", 0.0))
+
+    def _save_plan(self, plan: dict) -> None:
+        self._apply_plan(plan)
+        path = self._budget_file()
+        if path is not None:
+            path.write_text(json.dumps(plan))
 
     def _fit_budget(self, step_times: list[float]) -> None:
         """Fix the total number of steps from the timed probe steps (the first one is
@@ -662,13 +694,53 @@ class FinetuneJob:
             "val_s": round(val_s, 4),
             "fitted_at_step": self.trainer.step,
         }
-        self._apply_plan(plan)
+        self._save_plan(plan)
         self.trainer.log(
             f"time budget {self.cfg.time_budget_s:g} s: {steps} steps (warm-up {warmup}), {plan}"
         )
-        path = self._budget_file()
-        if path is not None:
-            path.write_text(json.dumps(plan))
+
+    def _refit_budget(self, step_times: list[float]) -> None:
+        """Once, past :data:`REFIT_AT` of the budget: fit the total again to the pace measured
+        since the plan; the cosine continues from the current learning rate (a restart at
+        this step with that rate), so the schedule still ends at ``lr_min``."""
+        tcfg = self.trainer.cfg
+        step = self.trainer.step
+        step_s = float(sum(step_times) / len(step_times))
+        total, _ = fit_steps(
+            self.cfg.time_budget_s,
+            elapsed_s=self._elapsed(),
+            steps_done=step,
+            step_s=step_s,
+            val_s=float(self.trainer.val_seconds or 0.0) if self.trainer.val is not None else 0.0,
+            val_every=tcfg.val_every,
+            warmup_steps=tcfg.warmup_steps,
+        )
+        applied = step > tcfg.warmup_steps and abs(total - tcfg.steps) > REFIT_TOLERANCE * tcfg.steps
+        refit = {"at_step": step, "steps": total, "step_s": round(step_s, 4), "applied": bool(applied)}
+        self._save_plan({**self.budget_plan, "refit": refit})
+        self.trainer.save_checkpoint()  # a resumed run never redoes steps before the re-fit
+        self.trainer.log(f"time budget re-fit at step {step}: {refit}")
+
+    def _run_on_budget(self, should_stop):
+        times: list[float] = []  # durations of plain steps (no validation) since the last plan
+        previous = self.trainer.wall_time_s
+        for event in self.trainer.run(should_stop):
+            if event.val_psnr is None:
+                times.append(event.elapsed_s - previous)
+            previous = event.elapsed_s
+            plan = self.budget_plan
+            if plan is None and len(times) >= self.probe_steps:
+                self._fit_budget(times)
+                times = []
+            elif (
+                plan is not None
+                and "refit" not in plan
+                and len(times) >= 3
+                and self._elapsed() >= REFIT_AT * self.cfg.time_budget_s
+            ):
+                self._refit_budget(times)
+            event.total = self.trainer.cfg.steps
+            yield event
 
     def run(self, should_stop: Callable[[], bool] | None = None):
         """Train; yields a StepEvent per step. Stops early (checkpointed) when should_stop() is True.
@@ -677,19 +749,10 @@ class FinetuneJob:
         provisional ``total``; from the step that fits the budget on, the final one.
         """
         self.stopped = False
-        if self.cfg.time_budget_s is None or self.budget_plan is not None:
+        if self.cfg.time_budget_s is None:
             yield from self.trainer.run(should_stop)
         else:
-            times: list[float] = []  # durations of plain steps (no validation)
-            previous = self.trainer.wall_time_s
-            for event in self.trainer.run(should_stop):
-                if event.val_psnr is None:
-                    times.append(event.elapsed_s - previous)
-                previous = event.elapsed_s
-                if len(times) >= self.probe_steps and self.budget_plan is None:
-                    self._fit_budget(times)
-                    event.total = self.trainer.cfg.steps
-                yield event
+            yield from self._run_on_budget(should_stop)
         self.stopped = self.trainer.step < self.trainer.cfg.steps
 
     def default_name(self) -> str:
@@ -789,6 +852,16 @@ def fit_steps(
     total = steps_done + max(1, math.floor(left / cost))
     warmup = warmup_steps if warmup_steps <= total // 10 else max(steps_done, total // 10)
     return int(total), int(min(warmup, total - 1))
+
+
+def refit_schedule(cfg: TrainConfig, at_step: int, total: int) -> tuple[int, list[int], float]:
+    """``(steps, restarts, restart_lr)`` for a schedule that, from ``at_step`` on, decays
+    from the learning rate ``cfg`` has at ``at_step`` to ``lr_min`` at ``total``: a cosine
+    restart at ``at_step`` whose peak is that rate, so the rate does not jump. (With it,
+    :func:`lr_at` of the steps before ``at_step`` follows a cycle compressed to end there;
+    those steps are done, and the job checkpoints at the re-fit so none is redone.)"""
+    total = max(int(total), at_step + 1)
+    return total, [int(at_step)], float(lr_at(at_step, cfg))
 
 
 def finetune(
