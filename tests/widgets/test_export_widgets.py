@@ -5,27 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from .test_finetune_widget import tiny_gray_model  # noqa: F401 (fixture: a tiny 1-channel model)
+
 pytestmark = [pytest.mark.slow, pytest.mark.gui]
 
 
+@pytest.mark.usefixtures("tiny_gray_model")  # "tiny-gray" in the user models folder
 def test_export_after_fine_tuning_and_from_the_model_picker(
     make_napari_viewer, stop_workers, tmp_models_dir, tmp_path, qtbot, wait_for
 ):
     import torch
 
-    from napari_hinet import HINet, load_model, save_model
+    from napari_hinet import load_model
     from napari_hinet._widgets._export import EXPORT_MODEL
 
-    torch.manual_seed(0)
-    save_model(
-        HINet(in_chn=1, wf=8, depth=3),
-        tmp_models_dir / "tiny-gray.safetensors",
-        task="denoise",
-        patch_size=16,
-        normalization="percentile",
-        channels="gray",
-        licence="MIT",
-    )
     viewer = make_napari_viewer()
     denoise = viewer.window.add_plugin_dock_widget("napari-hinet", "Denoise")[1]
     finetune = viewer.window.add_plugin_dock_widget("napari-hinet", "Fine-tune")[1]
