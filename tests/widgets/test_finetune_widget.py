@@ -141,6 +141,18 @@ def test_stop_then_resume_continues_to_the_end(
     assert widget.last_result.path.is_file()
 
 
+def test_closing_the_dock_stops_training(make_napari_viewer, stop_workers, tiny_gray_model, wait_for, qtbot):
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-hinet", "Fine-tune")
+    _setup(viewer, widget, tiny_gray_model, steps=100_000, name="closed-dock")
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.loss_plot.points) >= 1, timeout=240_000)
+    viewer.window.remove_dock_widget(dock)  # what the dock's close button does
+    wait_for(widget, timeout=120_000)
+    assert widget.last_result is not None and widget.last_result.stopped  # checkpointed, resumable
+    assert widget.last_result.steps < 100_000 and not widget.is_running
+
+
 def test_resume_after_a_restart_picks_up_the_saved_run(
     make_napari_viewer, stop_workers, tiny_gray_model, wait_for, qtbot
 ):
