@@ -61,6 +61,8 @@ def test_percentile_package_passes_bioimageio_core(tiny_model, tmp_path):
 def test_fixed_rgb_package_maps_8_bit_and_cites_tlc(tmp_path):
     model = make_tiny(in_chn=3, normalization="fixed", seed=1)
     image = np.random.default_rng(0).integers(0, 256, (80, 90, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="package takes 8-bit images; give image= as uint8"):
+        export_bioimageio(model, tmp_path / "x.zip", image=image.astype(np.uint16) * 200)
     set_statistics(model, "local", patch_size=16)  # TLC windows 16, 8, 4 at levels 0-2
     path = export_bioimageio(model, tmp_path / "rgb.zip", image=image)
     _passes(path, weight_format="pytorch_state_dict")  # the architecture file rebuilds the TLC windows

@@ -166,6 +166,19 @@ def _test_image(model: HINet, image: np.ndarray | None) -> np.ndarray:
     return np.ascontiguousarray(image[:, top : top + size, left : left + size])
 
 
+def _as_8_bit(image: np.ndarray) -> np.ndarray:
+    """A fixed-range model's test image as uint8: uint8 as is, floats in [0, 1] scaled by 255."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype.kind == "f" and image.size and 0.0 <= image.min() and image.max() <= 1.0:
+        return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    raise ValueError(
+        f"This model maps a fixed 8-bit range (normalization 'fixed'), so its package takes 8-bit "
+        f"images; give image= as uint8 or as floats in [0, 1], not {image.dtype} "
+        f"(values {image.min()}..{image.max()})."
+    )
+
+
 def _engine_output(model: HINet, test_input: np.ndarray, fixed: bool, percentiles: list[float]) -> np.ndarray:
     """Our engine's result for the (C, H, W) test input, in the package's output units (rule 5)."""
     from ..engine import restore
@@ -364,7 +377,7 @@ def export_bioimageio(
 
     test_input = _test_image(model, image)
     if fixed:
-        test_input = np.clip(np.rint(test_input.astype(np.float32)), 0, 255).astype(np.uint8)
+        test_input = _as_8_bit(test_input)
     else:
         test_input = test_input.astype(np.float32)
     test_output = _engine_output(model, test_input, fixed, percentiles)
