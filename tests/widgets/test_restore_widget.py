@@ -371,10 +371,10 @@ def test_layers_filter_menu_entries_dock_the_widgets(make_napari_viewer, stop_wo
 def test_large_dask_stack_output_is_written_to_disk_and_shown_lazily(
     make_napari_viewer, stop_workers, tiny_models, wait_for, tmp_path, monkeypatch
 ) -> None:
-    from napari_hinet import _commands
+    from napari_hinet import layers
 
-    monkeypatch.setenv(_commands.ZARR_OUTPUT_BYTES_ENV, "1")
-    monkeypatch.setenv(_commands.OUTPUT_DIR_ENV, str(tmp_path / "outputs"))
+    monkeypatch.setenv(layers.ZARR_OUTPUT_BYTES_ENV, "1")
+    monkeypatch.setenv(layers.OUTPUT_DIR_ENV, str(tmp_path / "outputs"))
     viewer = make_napari_viewer()
     stack = (np.random.default_rng(6).random((3, 40, 48)) * 4000).astype(np.uint16)
     viewer.add_image(da.from_array(stack, chunks=(1, 40, 48)), name="lazy")
@@ -621,29 +621,6 @@ def test_files_mode_restores_a_folder_like_the_cli(
     widget.run()  # again: the existing outputs are skipped
     wait_for(widget)
     assert widget.status.value.startswith("Restored 0, skipped 2"), widget.status.value
-
-
-def test_files_mode_cancel_stops_inside_a_file_and_says_what_is_left(
-    make_napari_viewer, stop_workers, tiny_models, wait_for, tmp_path
-) -> None:
-    import tifffile
-
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for k in range(3):
-        tifffile.imwrite(inputs / f"big{k}.tif", np.zeros((24, 512, 512), np.float32))  # 24 planes each
-    viewer = make_napari_viewer()
-    widget = _dock(viewer, "Denoise")
-    widget.model.value = tiny_models["denoise"]
-    widget.tile.value = 128
-    widget.source.value = "files"
-    widget.input_folder.value = inputs
-    widget.run()
-    widget.cancel_button.changed.emit(True)
-    wait_for(widget)
-    assert "cancelled" in widget.status.value and "not done" in widget.status.value, widget.status.value
-    assert not list((inputs / "restored").glob("*.tif"))  # a stopped file leaves no output
-    assert len(viewer.layers) == 0 and widget.run_button.enabled
 
 
 def _shown(widget) -> bool:

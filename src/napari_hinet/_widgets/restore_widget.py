@@ -33,7 +33,7 @@ from magicgui.widgets import (
     RadioButtons,
 )
 
-from .._commands import (
+from ..layers import (
     Region,
     RegionProgress,
     allocate_output,
@@ -46,10 +46,7 @@ from .._commands import (
     output_layer_kwargs,
     output_name,
     provenance,
-    resolved_tiling,
-    restorer_device,
-    restorer_metadata,
-    restorer_precision,
+    run_record,
     source_array,
     whole_region,
 )
@@ -179,7 +176,7 @@ class RestoreWidget(scrollable_container_class()):
         self._viewer = viewer
         self._task = task
         self._worker: Any = None
-        self._restorer: tuple[tuple, Any] | None = None  # (key, Restorer), reused across runs
+        self._restorer: Any = None  # the Restorer in use (from the shared per-process cache)
         self._checkpoints: list[str] = []  # paths added with "Load checkpoint…"
         self._last_model: Any = None
         # True while the model follows the image (gray vs RGB); False once the user picks one
@@ -191,7 +188,6 @@ class RestoreWidget(scrollable_container_class()):
         self._closed = False  # the dock was removed: never add a layer any more
         self._grid_before: tuple | None = None  # grid settings to restore after Compare
         self._cancel_event = threading.Event()  # cancels a folder run inside a file
-        self._files_run = False  # the running worker restores a folder
 
         self.source = RadioButtons(label="Restore", choices=_SOURCES, value="layer", orientation="horizontal")
         self.image = ComboBox(label="Image", choices=self._image_choices)
@@ -677,8 +673,7 @@ class RestoreWidget(scrollable_container_class()):
             self.status.value = "Cancelling after the current tile batch…"
             self.cancel_button.enabled = False
             self._cancel_event.set()
-            if not self._files_run:  # a folder run stops through the event and then reports its summary
-                self._worker.quit()
+            self._worker.quit()
 
     def on_dock_parent_changed(self, parent: Any) -> None:
         """The dock was closed (napari un-parents our widget): cancel the run, add nothing, free the model."""
@@ -721,17 +716,10 @@ class RestoreWidget(scrollable_container_class()):
 
         from napari.qt.threading import thread_worker
 
-        options = {
-            "tile": settings.tile,
-            "overlap": settings.overlap,
-            "tiling": settings.tiling,
-            "normalization": settings.normalization,
-            "out_dtype": settings.out_dtype,
-        }
         array = source_array(layer)
         # Our own "errored" handler replaces superqt's default re-raise; it shows the error once.
         worker = thread_worker(self._work, start_thread=False, connect={"errored": self._on_errored})(
-            settings, array, layer_axes(layer), region, options
+            settings, array, layer_axes(layer), region
         )
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda result: self._on_returned(result, layer, region, preview, replace))
@@ -750,7 +738,6 @@ class RestoreWidget(scrollable_container_class()):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._cancel_event.clear()
-        self._files_run = False
         self.native.destroyed.connect(worker.quit)  # the dock was deleted: stop at the next batch
         self._set_running(True)
 
@@ -765,24 +752,18 @@ class RestoreWidget(scrollable_container_class()):
         return whole_region(layer)
 
     def _get_restorer(self, settings: Any) -> Any:
-        """A Restorer for the chosen model/device/precision, reused while they do not change."""
-        from napari_hinet.engine import Restorer
+        """The Restorer for the chosen model/device/precision, from the shared per-process cache."""
+        from napari_hinet.engine import get_restorer
 
-        key = (settings.model, settings.device, settings.precision)
-        if self._restorer is None or self._restorer[0] != key:
-            self._restorer = None
-            self._restorer = (
-                key,
-                Restorer(settings.model, self._task, device=settings.device, precision=settings.precision),
-            )
-        return self._restorer[1]
+        self._restorer = get_restorer(settings.model, self._task, settings.device, settings.precision)
+        return self._restorer
 
-    def _work(self, settings: Any, array: Any, axes: str, region: Region, options: dict) -> Any:
+    def _work(self, settings: Any, array: Any, axes: str, region: Region) -> Any:
         """Runs in the worker thread: load (or reuse) the model, restore, return the array."""
         restorer = self._get_restorer(settings)
-        out, store = allocate_output(array, axes, region, options.get("out_dtype"))
+        out, store = allocate_output(array, axes, region, settings.out_dtype)
         start = time.perf_counter()
-        data = yield from iter_restore_region(restorer, array, axes, region, options, out)
+        data = yield from iter_restore_region(restorer, array, axes, region, settings, out)
         seconds = time.perf_counter() - start
         n_plane_axes = len(region.planes) + 2
         pixels = 1
@@ -790,12 +771,12 @@ class RestoreWidget(scrollable_container_class()):
             pixels *= int(n)
         return _RunResult(
             data=data,
-            model_metadata=restorer_metadata(restorer),
-            device=restorer_device(restorer),
-            precision=restorer_precision(restorer),
+            model_metadata=restorer.metadata,
+            device=restorer.describe_device(),
+            precision=restorer.precision,
             seconds=seconds,
             pixels=pixels,
-            options={**options, **resolved_tiling(restorer, data.shape, axes, options)},
+            options=run_record(restorer, settings, data.shape, axes),
             output_store=store,
         )
 
@@ -938,7 +919,6 @@ class RestoreWidget(scrollable_container_class()):
         worker.yielded.connect(self._on_file_done)
         worker.returned.connect(self._on_files_returned)
         self._launch(worker)
-        self._files_run = True
         self._files_opened = False
         self._files_outcome: Any = None
         self.progress.value = 0
