@@ -623,6 +623,29 @@ def test_files_mode_restores_a_folder_like_the_cli(
     assert widget.status.value.startswith("Restored 0, skipped 2"), widget.status.value
 
 
+def test_files_mode_cancel_stops_inside_a_file_and_says_what_is_left(
+    make_napari_viewer, stop_workers, tiny_models, wait_for, tmp_path
+) -> None:
+    import tifffile
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for k in range(3):
+        tifffile.imwrite(inputs / f"big{k}.tif", np.zeros((24, 512, 512), np.float32))  # 24 planes each
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Denoise")
+    widget.model.value = tiny_models["denoise"]
+    widget.tile.value = 128
+    widget.source.value = "files"
+    widget.input_folder.value = inputs
+    widget.run()
+    widget.cancel_button.changed.emit(True)
+    wait_for(widget)
+    assert "cancelled" in widget.status.value and "not done" in widget.status.value, widget.status.value
+    assert not list((inputs / "restored").glob("*.tif"))  # a stopped file leaves no output
+    assert len(viewer.layers) == 0 and widget.run_button.enabled
+
+
 def _shown(widget) -> bool:
     return not widget.native.isHidden()
 

@@ -188,6 +188,7 @@ class RestoreWidget(scrollable_container_class()):
         self._closed = False  # the dock was removed: never add a layer any more
         self._grid_before: tuple | None = None  # grid settings to restore after Compare
         self._cancel_event = threading.Event()  # cancels a folder run inside a file
+        self._files_run = False  # the running worker restores a folder
 
         self.source = RadioButtons(label="Restore", choices=_SOURCES, value="layer", orientation="horizontal")
         self.image = ComboBox(label="Image", choices=self._image_choices)
@@ -673,7 +674,8 @@ class RestoreWidget(scrollable_container_class()):
             self.status.value = "Cancelling after the current tile batch…"
             self.cancel_button.enabled = False
             self._cancel_event.set()
-            self._worker.quit()
+            if not self._files_run:  # a folder run stops through the event and then reports its summary
+                self._worker.quit()
 
     def on_dock_parent_changed(self, parent: Any) -> None:
         """The dock was closed (napari un-parents our widget): cancel the run, add nothing, free the model."""
@@ -738,6 +740,7 @@ class RestoreWidget(scrollable_container_class()):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._cancel_event.clear()
+        self._files_run = False
         self.native.destroyed.connect(worker.quit)  # the dock was deleted: stop at the next batch
         self._set_running(True)
 
@@ -919,6 +922,7 @@ class RestoreWidget(scrollable_container_class()):
         worker.yielded.connect(self._on_file_done)
         worker.returned.connect(self._on_files_returned)
         self._launch(worker)
+        self._files_run = True
         self._files_opened = False
         self._files_outcome: Any = None
         self.progress.value = 0
