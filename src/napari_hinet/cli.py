@@ -876,6 +876,10 @@ def run_restore(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         return EXIT_OK
     check_outputs(jobs, settings)
     restorer = _load_restorer(settings)
+    try:  # tile and overlap against this model's patch size, before any file is computed
+        restorer.plan((1024, 1024), settings, axes=None, rgb=None)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     progress = not args.no_progress
     outcome = Outcome()
     start = time.perf_counter()

@@ -112,8 +112,13 @@ class RestoreSettings:
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")
         if self.overlap is not None and (not isinstance(self.overlap, int) or self.overlap < 0):
             raise ValueError(f"overlap must be a non-negative integer or None, got {self.overlap!r}.")
-        if self.tile is not None and self.overlap is not None and self.overlap >= self.tile:
-            raise ValueError(f"overlap ({self.overlap}) must be smaller than tile ({self.tile}).")
+        if self.tile is not None and self.tile > MAX_TILE:
+            raise ValueError(
+                f"tile must be at most {MAX_TILE} pixels, got {self.tile}: one tile's network activations "
+                "would not fit in memory. Use a smaller tile (the default is the model's patch size)."
+            )
+        if self.tile is not None and self.overlap is not None:
+            check_overlap(self.tile, self.overlap)
         low, high = self.percentiles if len(self.percentiles) == 2 else (None, None)
         if low is None or not (0.0 <= low < high <= 100.0):
             raise ValueError(
@@ -166,6 +171,26 @@ def _check_known(options: dict[str, Any], error: type[Exception]) -> None:
     unknown = sorted(set(options) - known)
     if unknown:
         raise error(f"Unknown restore setting(s) {unknown}; known settings: {sorted(known)}.")
+
+
+#: Largest tile edge in pixels: activations of one 4096 x 4096 tile of a full-width HINet already
+#: take tens of GB; larger edges are refused up front instead of exhausting memory mid-run.
+MAX_TILE = 4096
+
+
+def check_overlap(tile: int, overlap: int) -> None:
+    """Raise ``ValueError`` unless ``0 <= overlap <= tile // 2``.
+
+    Tiles advance by ``tile - overlap`` pixels, so the bound keeps a plane's tile
+    count within about 4 times that of a grid without overlap (``overlap=63`` with
+    ``tile=64`` would otherwise plan 201,601 tiles for a 512 x 512 image instead of 121).
+    """
+    if not 0 <= overlap <= tile // 2:
+        raise ValueError(
+            f"overlap must be between 0 and half the tile ({tile // 2} for tile={tile}), got {overlap}: "
+            "tiles advance by tile - overlap pixels, so a larger overlap multiplies the number of tiles. "
+            "The default is tile // 4."
+        )
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:

@@ -90,6 +90,11 @@ class Layout:
         """Layout for ``shape``; ``axes=None`` guesses, ``rgb=None`` applies the RGB rule."""
         shape = tuple(int(s) for s in shape)
         axes = guess_axes(shape) if axes is None else check_axes(axes, shape)
+        if 0 in shape:
+            raise ValueError(
+                f"The image of shape {shape} (axes {axes}) holds no pixels: axis "
+                f"{axes[shape.index(0)]} has length 0. Nothing to restore; check how the data were loaded."
+            )
         channels = shape[axes.index("C")] if "C" in axes else 1
         if rgb is None:
             rgb = axes.endswith("C") and channels in (3, 4)

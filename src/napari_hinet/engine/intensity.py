@@ -37,6 +37,9 @@ from typing import Any
 
 import numpy as np
 
+#: Beyond this magnitude a mapping computes in float64 (float32 overflows at 3.4e38).
+_FLOAT32_SAFE = 1e30
+
 #: Most values used to estimate percentiles (a strided subsample beyond that).
 MAX_SAMPLES = 4_000_000
 
@@ -92,15 +95,21 @@ class Mapping:
         span = self.high - self.low
         return span if span > 0 else 1.0
 
+    @property
+    def work_dtype(self) -> type:
+        """float32, or float64 when the range is too wide for float32 arithmetic (e.g. data near +-3e38)."""
+        wide = max(abs(self.low), abs(self.high), self.scale) > _FLOAT32_SAFE
+        return np.float64 if wide else np.float32
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Data -> network units, float32."""
-        return ((x.astype(np.float32, copy=False) - np.float32(self.low)) / np.float32(self.scale)).astype(
-            np.float32, copy=False
-        )
+        w = self.work_dtype
+        return ((x.astype(w, copy=False) - w(self.low)) / w(self.scale)).astype(np.float32, copy=False)
 
     def inverse(self, n: np.ndarray) -> np.ndarray:
-        """Network units -> data units, float32 (exact inverse of :meth:`forward` up to rounding)."""
-        return n * np.float32(self.scale) + np.float32(self.low)
+        """Network units -> data units, float32 (float64 for a wide range; exact inverse of :meth:`forward` up to rounding)."""
+        w = self.work_dtype
+        return n.astype(w, copy=False) * w(self.scale) + w(self.low)
 
 
 def subsample(block: np.ndarray, max_values: int = MAX_SAMPLES) -> np.ndarray:
@@ -150,7 +159,23 @@ def output_clip(dtype: np.dtype, normalization: str) -> tuple[float, float] | No
 
 
 def to_output(values: np.ndarray, out_dtype: np.dtype, clip: tuple[float, float] | None) -> np.ndarray:
-    """Clip float ``values`` (data units) and convert: round to nearest for integer ``out_dtype``."""
+    """Clip float ``values`` (data units) and convert: round to nearest for integer ``out_dtype``.
+
+    Rules, in this order: 1. non-finite values raise ``FloatingPointError`` (they
+    would become 0 or garbage in an integer image); 2. values are clipped to
+    ``clip``; 3. float values beyond the range of a narrower float ``out_dtype``
+    saturate at its largest finite value; 4. integers are rounded to nearest.
+    """
+    if not np.isfinite(values).all():
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        raise FloatingPointError(
+            f"The restored values hold {bad} NaN or Inf value(s) although the input is finite: the model "
+            "produced them (damaged or diverged weights?). Nothing is returned; try another model, or "
+            "precision='fp32' if a low precision was in use."
+        )
+    if out_dtype.kind == "f" and values.dtype.itemsize > out_dtype.itemsize:
+        top = float(np.finfo(out_dtype).max)
+        values = np.clip(values, -top, top)
     if out_dtype.kind in "ui" and out_dtype.itemsize >= 4:
         values = values.astype(np.float64)  # float32 cannot hold every int32 limit exactly
     if clip is not None:

@@ -11,7 +11,8 @@ a :class:`~napari_hinet.settings.RestoreSettings` into a frozen, picklable
    channel (``replicate``) and averaged back (:func:`channel_groups`);
 3. the tile is the requested one or the model's ``patch_size``, at least two
    network size multiples, rounded up to a multiple of ``2**(depth-1)``; the
-   overlap defaults to ``tile // 4`` and must stay below the tile;
+   overlap defaults to ``tile // 4`` and may be at most half the tile
+   (:func:`~napari_hinet.settings.check_overlap`);
 4. the tile grid of one plane is planned by :func:`.tiling.plan_grid`;
 5. ``normalization="auto"`` is resolved by :func:`.intensity.choose_normalization`
    (float data is sampled for it: ``sample`` is called only then);
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..metadata import ModelMetadata
-from ..settings import RestoreSettings
+from ..settings import RestoreSettings, check_overlap
 from .axes import Layout
 from .intensity import check_dtype, choose_normalization, output_clip
 from .tiling import TileGrid, plan_grid, round_up
@@ -189,8 +190,8 @@ def plan_run(
     overlap = settings.overlap
     if overlap is None:
         overlap = tile // 4
-    elif not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be an integer in [0, tile={tile}); got {overlap!r}.")
+    elif settings.tiling == "blend":
+        check_overlap(tile, overlap)
     grid = plan_grid(layout.height, layout.width, settings.tiling, tile, overlap)
     wants_sample = settings.normalization == "auto" and dtype.kind == "f" and sample is not None
     normalization = choose_normalization(
