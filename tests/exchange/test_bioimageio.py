@@ -28,8 +28,15 @@ def _passes(path, **kwargs) -> None:
     assert summary.status == "passed", "\n".join(f"{d.name}: {d.errors}" for d in failed)
 
 
-def test_percentile_package_passes_bioimageio_core(tiny_model, tmp_path):
-    path = export_bioimageio(tiny_model, tmp_path / "tiny.zip", authors=["A. Tester"])
+@pytest.fixture(scope="module")
+def tiny_package(tmp_path_factory):
+    """The tiny percentile model and its package (written once for this module)."""
+    model = make_tiny()
+    return model, export_bioimageio(model, tmp_path_factory.mktemp("pkg") / "tiny.zip", authors=["A. Tester"])
+
+
+def test_percentile_package_passes_bioimageio_core(tiny_package):
+    tiny_model, path = tiny_package
     _passes(path)  # all three weight formats, test tensors and the size/batch checks
 
     rdf = _rdf(path)
@@ -79,10 +86,10 @@ def test_fixed_rgb_package_maps_8_bit_and_cites_tlc(tmp_path):
     assert kwargs["local_statistics"] == {"levels": [0, 1, 2], "windows": [16, 8, 4], "border": "clamp"}
 
 
-def test_round_trip_export_import_restore_is_identical(tiny_model, tmp_path):
+def test_round_trip_export_import_restore_is_identical(tiny_package, tmp_path):
     from napari_hinet import load_model, restore
 
-    path = export_bioimageio(tiny_model, tmp_path / "tiny.zip")
+    tiny_model, path = tiny_package
     back = load_model(path)
     assert back.config == tiny_model.config
     assert back.metadata["normalization"] == "percentile" and back.metadata["source"] == "bioimage.io"
