@@ -36,6 +36,14 @@ def test_export_from_a_file_in_each_bare_format(tiny_file, tmp_path):
     assert torch.allclose(torch.jit.load(str(ts_path))(x), expected, atol=1e-5)
 
 
+def test_exporting_a_model_leaves_it_as_it_was(tmp_path):
+    model = make_tiny().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    napari_hinet.export(model, tmp_path / "m.onnx", format="onnx")
+    assert model.training, "export must not switch the caller's model to eval mode"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_export_errors_name_the_problem(tiny_file, tmp_path):
     with pytest.raises(ValueError, match="Unknown export format 'tflite'; choose one of bioimageio"):
         napari_hinet.export(tiny_file, tmp_path / "m.x", format="tflite")

@@ -62,12 +62,12 @@ def export(model: Any, path: str | os.PathLike, format: str = "bioimageio", **me
             f"Metadata ({', '.join(sorted(metadata))}) can only be stored in a bioimage.io package; "
             f"the {format} file holds the network alone."
         )
-    from ..checkpoints import load_model
+    from .network import as_model
 
     module, function = _WRITERS[format]
     try:
         writer = getattr(import_module(module), function)
-        return writer(load_model(model), path, **metadata)
+        return writer(as_model(model), path, **metadata)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("bioimageio", "onnx", "onnxruntime", "onnxscript"):
             raise ImportError(f"Writing {format} needs the package {exc.name!r}: {INSTALL_HINT}.") from exc

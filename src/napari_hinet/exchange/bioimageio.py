@@ -64,10 +64,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoints import load_model
 from ..io import atomic_output
 from ..model import HINet
-from .network import architecture_source, local_statistics
+from .network import architecture_source, as_model, local_statistics
 from .onnx import OPSET, export_onnx
 from .torchscript import export_torchscript
 
@@ -355,7 +354,7 @@ def export_bioimageio(
     from bioimageio.spec import save_bioimageio_package
     from bioimageio.spec.model import v0_5 as bmz
 
-    model = load_model(model)
+    model = as_model(model)  # a HINet is used as is: not moved, not switched to eval
     meta = _jsonable({**model.metadata, **metadata})
     meta["local_statistics"] = local_statistics(model)  # TLC windows, or None
     name = str(name or meta.get("name") or "hinet-model")

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from ..checkpoints import load_model
 from ..model import HINet, LocalHalfInstanceNorm, get_statistics
 
 __all__ = [
     "HINetImage",
     "architecture_source",
+    "as_model",
     "example_input",
     "image_network",
     "local_statistics",
@@ -83,6 +86,11 @@ def traceable(model: HINet) -> None:
             "weights rebuild the windows), or switch it back with "
             "napari_hinet.model.set_statistics(model, 'global') first."
         )
+
+
+def as_model(model: HINet | str | os.PathLike) -> HINet:
+    """``model`` itself when it is a HINet (never moved or switched to eval), else :func:`load_model`."""
+    return model if isinstance(model, HINet) else load_model(model)
 
 
 def image_network(model: HINet) -> HINetImage:
