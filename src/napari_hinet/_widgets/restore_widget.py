@@ -893,7 +893,7 @@ class RestoreWidget(scrollable_container_class()):
     def _start_files(self) -> Any:
         """Restore every image of the input folder into the output folder, with the engine loop of
         ``napari-hinet restore`` (:func:`napari_hinet.cli.restore_files`)."""
-        from napari_hinet.cli import UsageError, mark_existing, plan_jobs
+        from napari_hinet.cli import UsageError, check_outputs, mark_existing, plan_jobs
 
         source, target = _folder_text(self.input_folder.value), _folder_text(self.output_folder.value)
         try:
@@ -909,6 +909,7 @@ class RestoreWidget(scrollable_container_class()):
                 raise ValueError(info.missing_message())
             jobs = plan_jobs([source], target)
             mark_existing(jobs, skip_existing=bool(self.skip_existing.value), overwrite=True)
+            check_outputs(jobs, settings)  # as the command line: unwritable outputs before any work
         except (ValueError, UsageError) as exc:
             self._fail(str(exc))
             return None
