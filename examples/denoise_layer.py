@@ -38,7 +38,7 @@ def main() -> None:
 
     # Run the manifest command "napari-hinet.denoise" on the layer. In napari's
     # console the shorter form works too:
-    #     from napari_hinet._commands import denoise
+    #     from napari_hinet.layers import denoise
     #     viewer.add_image(*denoise(viewer.layers["nuclei (noisy)"])[:2])
     data, kwargs, layer_type = PluginManager.instance().commands.execute(
         "napari-hinet.denoise",

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from .dask_support import is_dask_array
+
 __all__ = [
     "PARTIAL_SUFFIX",
     "SUPPORTED_SUFFIXES",
@@ -535,10 +537,6 @@ def write_image(path: str | os.PathLike, data: Any, meta: ImageMeta | None = Non
     return path
 
 
-def _is_dask(data: Any) -> bool:
-    return type(data).__module__.startswith("dask")
-
-
 def _ome_xml_for(xml: str, dtype: np.dtype) -> str | None:
     """The input OME-XML adapted to ``dtype`` and to a single file; None if not possible."""
     ome_type = _OME_TYPES.get(np.dtype(dtype).name)
@@ -562,7 +560,7 @@ def _ome_xml_for(xml: str, dtype: np.dtype) -> str | None:
 def _tiff_pages(data: Any, page_ndim: int) -> Iterator[np.ndarray]:
     """Pages of ``data`` in C order; a dask array is computed one leading-axis chunk at a time."""
     lead = data.shape[: data.ndim - page_ndim]
-    if not _is_dask(data):
+    if not is_dask_array(data):
         yield from np.asarray(data).reshape((-1, *data.shape[data.ndim - page_ndim :]))
         return
     if not lead:
@@ -615,7 +613,7 @@ def _write_tiff(tmp: Path, fmt: str, data: Any, meta: ImageMeta | None) -> None:
     page_ndim = 3 if samples else 2
     if samples and not contig:
         page_ndim = 3  # planes stored as (S, Y, X)
-    if _is_dask(data):
+    if is_dask_array(data):
         tifffile.imwrite(
             tmp,
             _tiff_pages(data, page_ndim),
@@ -779,7 +777,7 @@ def _write_zarr(tmp: Path, fmt: str, data: Any, meta: ImageMeta | None) -> None:
             attrs["axes"] = axes
         if attrs:
             array.attrs.update(_copy_jsonable(attrs))
-    if _is_dask(data):
+    if is_dask_array(data):
         import dask.array as da
 
         da.store(data.rechunk(chunks) if _misaligned(data, chunks) else data, array, lock=False)

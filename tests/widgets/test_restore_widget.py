@@ -371,10 +371,10 @@ def test_layers_filter_menu_entries_dock_the_widgets(make_napari_viewer, stop_wo
 def test_large_dask_stack_output_is_written_to_disk_and_shown_lazily(
     make_napari_viewer, stop_workers, tiny_models, wait_for, tmp_path, monkeypatch
 ) -> None:
-    from napari_hinet import _commands
+    from napari_hinet import layers
 
-    monkeypatch.setenv(_commands.ZARR_OUTPUT_BYTES_ENV, "1")
-    monkeypatch.setenv(_commands.OUTPUT_DIR_ENV, str(tmp_path / "outputs"))
+    monkeypatch.setenv(layers.ZARR_OUTPUT_BYTES_ENV, "1")
+    monkeypatch.setenv(layers.OUTPUT_DIR_ENV, str(tmp_path / "outputs"))
     viewer = make_napari_viewer()
     stack = (np.random.default_rng(6).random((3, 40, 48)) * 4000).astype(np.uint16)
     viewer.add_image(da.from_array(stack, chunks=(1, 40, 48)), name="lazy")

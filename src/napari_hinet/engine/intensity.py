@@ -42,6 +42,8 @@ _FLOAT32_SAFE = 1e30
 
 #: Most values used to estimate percentiles (a strided subsample beyond that).
 MAX_SAMPLES = 4_000_000
+#: Default (low, high) percentiles of ``"percentile"``: engine, training and benchmarks.
+DEFAULT_PERCENTILES = (1.0, 99.8)
 
 
 def check_dtype(dtype: Any) -> np.dtype:
@@ -118,6 +120,22 @@ def subsample(block: np.ndarray, max_values: int = MAX_SAMPLES) -> np.ndarray:
         return block
     stride = int(np.ceil(np.sqrt(block.size / max_values)))
     return block[..., ::stride, ::stride]
+
+
+def fixed_mapping(dtype: Any) -> Mapping:
+    """The ``"fixed"`` mapping of ``dtype``: its integer range, or [0, 1] for floats."""
+    return Mapping(*dtype_range(dtype))
+
+
+def percentile_normalize(
+    image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+) -> np.ndarray:
+    """``image`` mapped to network units by its own percentiles (float32, not clipped).
+
+    The one percentile normalisation of inference and training: the same
+    :class:`Mapping`, so the same zero-range rule (a constant image maps to 0).
+    """
+    return percentile_mapping(image, percentiles).forward(image)
 
 
 def percentile_mapping(sample: np.ndarray, percentiles: tuple[float, float]) -> Mapping:

@@ -210,15 +210,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _resolve_precision(self) -> str:
-        p = self.cfg.precision
-        cuda = self.device.type == "cuda"
-        if p == "auto":
-            if not cuda:
-                return "fp32"
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        if p == "fp16" and not cuda:
-            raise ValueError("precision 'fp16' (AMP with a gradient scaler) needs CUDA; use 'bf16' on CPU")
-        return p
+        from ..engine.devices import precision_name, resolve_precision
+
+        return precision_name(resolve_precision(self.cfg.precision, self.device, training=True))
 
     def _autocast(self):
         if self.precision == "fp32":

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..engine.intensity import DEFAULT_PERCENTILES, Mapping, fixed_mapping, percentile_mapping
 from . import selfsupervised
 from .datasets import Degradation, NeighborSource, NoisyPatchSource, PairedSource, SyntheticSource, fixed_set
 from .engine import History, TrainConfig, Trainer, lr_at
@@ -330,8 +331,8 @@ def _check_pairs(a: list[np.ndarray], b: list[np.ndarray], names: list[str], lab
 
 
 def _percentile_range(img: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(img, [1.0, 99.8])
-    return float(lo), float(hi)
+    mapping = percentile_mapping(img, DEFAULT_PERCENTILES)
+    return mapping.low, mapping.high
 
 
 def _normalize(img: np.ndarray, how: str, value_range: tuple[float, float] | None = None) -> np.ndarray:
@@ -342,13 +343,12 @@ def _normalize(img: np.ndarray, how: str, value_range: tuple[float, float] | Non
     pair must share one range (the input's), as at inference, where the output
     is mapped back with the input's range.
     """
-    if how == "percentile":
-        lo, hi = _percentile_range(img) if value_range is None else value_range
-        return ((img.astype(np.float32) - lo) / max(hi - lo, 1e-6)).astype(np.float32)
+    if how == "percentile":  # the inference mapping (engine.intensity), so the same zero-range rule
+        return Mapping(*(_percentile_range(img) if value_range is None else value_range)).forward(img)
     if img.dtype == np.uint8:
         return img  # kept as uint8; patches are divided by 255 when cut (saves memory)
-    if np.issubdtype(img.dtype, np.integer):
-        return (img.astype(np.float32) / np.float32(np.iinfo(img.dtype).max)).astype(np.float32)
+    if np.issubdtype(img.dtype, np.integer):  # the dtype range, as inference's "fixed"
+        return fixed_mapping(img.dtype).forward(img)
     if img.dtype == np.bool_:
         return img.astype(np.float32)
     out = img.astype(np.float32)

@@ -17,17 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.intensity import percentile_normalize
 from . import splits
 
 __all__ = ["build_cache", "load_cache", "load_image", "percentile_normalize"]
 
 PHOTO_EXT = (".png", ".jpg", ".jpeg")
-
-
-def percentile_normalize(plane: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
-    """Map the ``low``..``high`` percentiles of ``plane`` to 0..1 (float32, not clipped)."""
-    lo, hi = np.percentile(plane, [low, high])
-    return ((plane.astype(np.float32) - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
 
 
 def _lanczos_half(img: np.ndarray) -> np.ndarray:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_hinet import _commands
-from napari_hinet._commands import (
+from napari_hinet import layers
+from napari_hinet.layers import (
     Region,
     check_layer,
     current_plane_region,
@@ -119,7 +119,7 @@ def test_output_kwargs_place_a_crop_where_it_came_from_even_when_rotated() -> No
 def test_command_returns_layer_data_with_geometry_and_provenance(tiny_models, task) -> None:
     data = (np.random.default_rng(0).random((2, 40, 48)) * 1000).astype(np.uint16)
     layer = Image(data, name="stack", scale=(2.0, 0.5, 0.5), translate=(0.0, 5.0, 6.0))
-    command = getattr(_commands, task)
+    command = getattr(layers, task)
     out, kwargs, layer_type = command(layer, model=f"tiny-{task}", device="cpu", precision="fp32")
     assert layer_type == "image"
     assert out.shape == data.shape and out.dtype == np.float32
@@ -136,22 +136,22 @@ def test_command_returns_layer_data_with_geometry_and_provenance(tiny_models, ta
 
 def test_command_on_a_dask_layer_matches_numpy(tiny_models) -> None:
     data = np.random.default_rng(1).random((3, 40, 40), dtype=np.float32)
-    eager, _, _ = _commands.denoise(Image(data), model="tiny-denoise", device="cpu", precision="fp32")
+    eager, _, _ = layers.denoise(Image(data), model="tiny-denoise", device="cpu", precision="fp32")
     lazy_layer = Image(da.from_array(data, chunks=(1, 20, 20)))
-    lazy, _, _ = _commands.denoise(lazy_layer, model="tiny-denoise", device="cpu", precision="fp32")
+    lazy, _, _ = layers.denoise(lazy_layer, model="tiny-denoise", device="cpu", precision="fp32")
     assert isinstance(lazy, np.ndarray)
     np.testing.assert_allclose(lazy, eager, rtol=1e-5, atol=1e-6)
 
 
 def test_command_out_dtype_none_keeps_input_dtype(tiny_models) -> None:
     rgb = (np.random.default_rng(2).random((32, 32, 3)) * 255).astype(np.uint8)
-    out, kwargs, _ = _commands.deblur(Image(rgb, rgb=True), model="tiny-deblur", device="cpu", out_dtype=None)
+    out, kwargs, _ = layers.deblur(Image(rgb, rgb=True), model="tiny-deblur", device="cpu", out_dtype=None)
     assert out.dtype == np.uint8 and out.shape == rgb.shape and kwargs["rgb"] is True
 
 
 def test_command_rejects_a_label_like_layer(tiny_models) -> None:
     with pytest.raises(ValueError, match="label image"):
-        _commands.denoise(Image(np.zeros((16, 16), np.int64)), model="tiny-denoise")
+        layers.denoise(Image(np.zeros((16, 16), np.int64)), model="tiny-denoise")
 
 
 def test_commands_are_in_the_manifest_and_run_through_npe2(tiny_models) -> None:
@@ -178,15 +178,15 @@ def test_whole_region_scope_names() -> None:
 
 def test_large_lazy_output_goes_to_a_zarr_store_on_disk(tiny_models, tmp_path, monkeypatch) -> None:
     data = np.random.default_rng(3).random((3, 40, 40), dtype=np.float32)
-    eager, _, _ = _commands.denoise(Image(data), model="tiny-denoise", device="cpu", precision="fp32")
-    monkeypatch.setenv(_commands.ZARR_OUTPUT_BYTES_ENV, "1")  # everything counts as "large"
-    monkeypatch.setenv(_commands.OUTPUT_DIR_ENV, str(tmp_path / "outputs"))
+    eager, _, _ = layers.denoise(Image(data), model="tiny-denoise", device="cpu", precision="fp32")
+    monkeypatch.setenv(layers.ZARR_OUTPUT_BYTES_ENV, "1")  # everything counts as "large"
+    monkeypatch.setenv(layers.OUTPUT_DIR_ENV, str(tmp_path / "outputs"))
     lazy_layer = Image(da.from_array(data, chunks=(1, 20, 20)))
-    out, kwargs, _ = _commands.denoise(lazy_layer, model="tiny-denoise", device="cpu", precision="fp32")
+    out, kwargs, _ = layers.denoise(lazy_layer, model="tiny-denoise", device="cpu", precision="fp32")
     assert isinstance(out, da.Array)
     store = kwargs["metadata"]["napari_hinet"]["output_store"]
     assert store.startswith(str(tmp_path / "outputs")) and store.endswith(".zarr")
     np.testing.assert_allclose(out.compute(), eager, rtol=1e-5, atol=1e-6)
     # a numpy input stays in memory whatever its size
-    out, kwargs, _ = _commands.denoise(Image(data), model="tiny-denoise", device="cpu", precision="fp32")
+    out, kwargs, _ = layers.denoise(Image(data), model="tiny-denoise", device="cpu", precision="fp32")
     assert isinstance(out, np.ndarray) and kwargs["metadata"]["napari_hinet"]["output_store"] is None

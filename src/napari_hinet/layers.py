@@ -4,7 +4,7 @@ The commands :func:`denoise`, :func:`deblur` and :func:`derain` are listed in
 the plugin manifest, so a script or napari's console can run them on a layer
 without the widget::
 
-    from napari_hinet._commands import denoise
+    from napari_hinet.layers import denoise
     data, kwargs, layer_type = denoise(viewer.layers["nuclei (noisy)"])
     viewer.add_layer(napari.layers.Layer.create(data, kwargs, layer_type))
 
@@ -15,11 +15,20 @@ translate, rotation, units, axis labels and display settings, and
 ``metadata["napari_hinet"]`` with the provenance of the result.
 
 The rest of the module is GUI-free plumbing used by the commands and by the
-Denoise/Deblur/Derain widgets: which part of a layer to restore
-(:class:`Region`), running the engine over it plane by plane with progress
-(:func:`iter_restore_region`), and building the output layer
-(:func:`output_layer_kwargs`, :func:`provenance`). It imports neither Qt nor
-torch at module level.
+Denoise/Deblur/Derain widgets, in the order a run uses it:
+
+1. check the layer and take its level-0 array and axes (:func:`check_layer`,
+   :func:`source_array`, :func:`layer_axes`);
+2. choose the part to restore (:class:`Region`: :func:`whole_region`,
+   :func:`current_plane_region`, :func:`field_of_view_region`) and where the
+   result goes (:func:`allocate_output`: memory, or a zarr store for large lazy data);
+3. run the engine over it with progress (:func:`iter_restore_region`; the
+   options are one :class:`~napari_hinet.settings.RestoreSettings`, the model
+   comes from the shared cache, :func:`napari_hinet.engine.get_restorer`);
+4. build the output layer: :func:`run_record` (the options as resolved),
+   :func:`provenance` and :func:`output_layer_kwargs`.
+
+It imports neither Qt nor torch at module level.
 """
 
 from __future__ import annotations
@@ -27,11 +36,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .metadata import ModelMetadata
+from .settings import RestoreSettings
 
 if TYPE_CHECKING:  # napari is only needed for type hints here
     import napari.layers
@@ -195,7 +207,7 @@ def iter_restore_region(
     array: Any,
     axes: str,
     region: Region,
-    options: dict[str, Any] | None = None,
+    settings: RestoreSettings | None = None,
     out: Any = None,
 ) -> Generator[RegionProgress, None, Any]:
     """Restore ``array[region]``, yielding progress after every batch of tiles.
@@ -207,8 +219,8 @@ def iter_restore_region(
             or zarr stack is never loaded whole.
         axes: the engine axes of ``array`` (see :func:`layer_axes`).
         region: which planes and pixels.
-        options: keyword options for ``restorer.iter_restore`` (tile, overlap,
-            tiling, batch_size, normalization, out_dtype...).
+        settings: the run options (tile, overlap, tiling, normalization,
+            out_dtype...); its ``axes`` is replaced by ``axes``.
         out: where to write the result (see :func:`allocate_output`); ``None``
             lets the engine allocate a numpy array.
 
@@ -220,7 +232,7 @@ def iter_restore_region(
     """
     view = array[region.index()]
     n_planes = int(np.prod(view.shape[: len(region.planes)], dtype=np.int64)) if region.planes else 1
-    steps = restorer.iter_restore(view, axes=axes, out=out, **(options or {}))
+    steps = restorer.iter_restore(view, settings, axes=axes, out=out)
     while True:
         try:
             done, total = next(steps)
@@ -304,7 +316,7 @@ def _package_version() -> str:
 
 def provenance(
     *,
-    model_metadata: dict[str, Any],
+    model_metadata: dict[str, Any] | ModelMetadata,
     task: str,
     source_layer: str,
     region: Region,
@@ -315,14 +327,23 @@ def provenance(
     pixels: int,
     output_store: str | None = None,
 ) -> dict[str, Any]:
-    """The ``metadata["napari_hinet"]`` dict of an output layer: what made it, how, where and when."""
+    """The ``metadata["napari_hinet"]`` dict of an output layer: what made it, how, where and when.
+
+    ``options``: the run as resolved (:func:`run_record`); ``model_metadata``: the
+    model's metadata (``Restorer.metadata`` or ``Restorer.info``).
+    """
+    info = (
+        model_metadata
+        if isinstance(model_metadata, ModelMetadata)
+        else ModelMetadata.from_dict(model_metadata)
+    )
     return {
         "output_store": output_store,
         "task": task,
-        "model": model_metadata.get("name"),
-        "model_kind": model_metadata.get("registry_kind"),
-        "weights_sha256": model_metadata.get("sha256"),
-        "model_file": model_metadata.get("file"),
+        "model": info.name,
+        "model_kind": info.registry_kind,
+        "weights_sha256": info.sha256,
+        "model_file": info.file,
         "tiling": options.get("tiling", "blend"),
         "tile": options.get("tile"),
         "overlap": options.get("overlap"),
@@ -378,43 +399,40 @@ def output_layer_kwargs(
     return kwargs
 
 
+def run_record(restorer: Any, settings: RestoreSettings, shape: Sequence[int], axes: str) -> dict[str, Any]:
+    """The options a run on data of ``shape`` really uses, for :func:`provenance`.
+
+    ``tiling``, ``tile`` and ``overlap`` as the engine resolves them (``None``
+    where the tiling has none; :meth:`napari_hinet.engine.Restorer.plan`),
+    ``normalization`` and ``out_dtype`` as set.
+    """
+    plan = restorer.plan(tuple(shape), settings, axes=axes)
+    return {
+        "tiling": plan["tiling"],
+        "tile": plan["tile"],
+        "overlap": plan["overlap"],
+        "normalization": settings.normalization,
+        "out_dtype": settings.out_dtype,
+    }
+
+
 # ---------------------------------------------------------------- commands
-@dataclass
-class _CommandRun:
-    """Everything one command call needs; kept small so the three commands stay one-liners."""
+def restore_layer(layer: napari.layers.Image, settings: RestoreSettings) -> LayerDataTuple:
+    """Restore a whole layer synchronously and return its output layer-data tuple.
 
-    task: str
-    model: str | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    tile: int | None = None
-    overlap: int | None = None
-    tiling: str = "blend"
-    normalization: str = "auto"
-    out_dtype: str | None = "float32"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def restore_layer(layer: napari.layers.Image, run: _CommandRun) -> LayerDataTuple:
-    """Restore a whole layer synchronously and return its output layer-data tuple."""
-    from napari_hinet.engine import Restorer
+    ``settings.task`` names the task (output name and provenance); the model
+    comes from the per-process cache (:func:`napari_hinet.engine.get_restorer`).
+    """
+    from napari_hinet.engine import get_restorer
 
     check_layer(layer)
-    options = {
-        "tile": run.tile,
-        "overlap": run.overlap,
-        "tiling": run.tiling,
-        "normalization": run.normalization,
-        "out_dtype": run.out_dtype,
-        **run.extra,
-    }
-    restorer = Restorer(run.model, run.task, device=run.device, precision=run.precision)
+    restorer = get_restorer(**settings.model_kwargs())
     region = whole_region(layer)
     array = source_array(layer)
     axes = layer_axes(layer)
-    out, store = allocate_output(array, axes, region, run.out_dtype)
+    out, store = allocate_output(array, axes, region, settings.out_dtype)
     start = time.perf_counter()
-    gen = iter_restore_region(restorer, array, axes, region, options, out)
+    gen = iter_restore_region(restorer, array, axes, region, settings, out)
     while True:
         try:
             next(gen)
@@ -422,56 +440,25 @@ def restore_layer(layer: napari.layers.Image, run: _CommandRun) -> LayerDataTupl
             data = as_layer_data(stop.value)
             break
     seconds = time.perf_counter() - start
+    task = settings.task or "denoise"
     meta = provenance(
-        model_metadata=restorer_metadata(restorer),
-        task=run.task,
+        model_metadata=restorer.info,
+        task=task,
         source_layer=layer.name,
         region=region,
-        options={**options, **resolved_tiling(restorer, data.shape, axes, options)},
-        device=restorer_device(restorer),
-        precision=restorer_precision(restorer),
+        options=run_record(restorer, settings, data.shape, axes),
+        device=restorer.describe_device(),
+        precision=restorer.precision,
         seconds=seconds,
         pixels=int(np.prod(data.shape[: layer.ndim])),
         output_store=store,
     )
-    return data, output_layer_kwargs(layer, region, output_name(layer.name, run.task), meta), "image"
+    return data, output_layer_kwargs(layer, region, output_name(layer.name, task), meta), "image"
 
 
-def restorer_metadata(restorer: Any) -> dict[str, Any]:
-    """The loaded model's metadata dict (name, sha256...) of a Restorer."""
-    return dict(getattr(restorer, "metadata", None) or {})
-
-
-def resolved_tiling(
-    restorer: Any, shape: Sequence[int], axes: str, options: dict[str, Any]
-) -> dict[str, Any]:
-    """The tiling a run on data of ``shape`` really uses ("auto" resolved by the engine), for the provenance.
-
-    Returns ``tiling``, ``tile`` and ``overlap`` (``None`` where the tiling has
-    none) from :meth:`napari_hinet.engine.Restorer.plan`.
-    """
-    plan = restorer.plan(
-        tuple(shape),
-        axes=axes,
-        tile=options.get("tile"),
-        overlap=options.get("overlap"),
-        tiling=options.get("tiling", "blend"),
-    )
-    return {"tiling": plan["tiling"], "tile": plan["tile"], "overlap": plan["overlap"]}
-
-
-def restorer_device(restorer: Any) -> str:
-    """E.g. ``"cpu (2 threads)"`` or ``"cuda:0 (NVIDIA H100, 79.1 GiB)"``."""
-    from napari_hinet.engine.devices import describe_device
-
-    return describe_device(restorer.device)
-
-
-def restorer_precision(restorer: Any) -> str:
-    """``"fp32"``, ``"bf16"`` or ``"fp16"``: the compute precision actually used."""
-    from napari_hinet.engine.devices import precision_name
-
-    return precision_name(restorer.dtype)
+def _command(task: str, image: napari.layers.Image, **options: Any) -> LayerDataTuple:
+    """One command call: its arguments become the run's :class:`RestoreSettings`."""
+    return restore_layer(image, RestoreSettings(task=task, **options))
 
 
 def denoise(
@@ -498,9 +485,8 @@ def denoise(
     The input layer is not modified. The kwargs carry the input's geometry and
     display settings and ``metadata["napari_hinet"]`` (provenance).
     """
-    return restore_layer(
-        image, _CommandRun("denoise", model, device, precision, tile, overlap, tiling, "auto", out_dtype)
-    )
+    options = {"model": model, "device": device, "precision": precision, "tiling": tiling}
+    return _command("denoise", image, tile=tile, overlap=overlap, out_dtype=out_dtype, **options)
 
 
 def deblur(
@@ -514,9 +500,8 @@ def deblur(
     out_dtype: str | None = "float32",
 ) -> LayerDataTuple:
     """Deblur an image layer with HINet; same arguments and result as :func:`denoise`."""
-    return restore_layer(
-        image, _CommandRun("deblur", model, device, precision, tile, overlap, tiling, "auto", out_dtype)
-    )
+    options = {"model": model, "device": device, "precision": precision, "tiling": tiling}
+    return _command("deblur", image, tile=tile, overlap=overlap, out_dtype=out_dtype, **options)
 
 
 def derain(
@@ -530,6 +515,5 @@ def derain(
     out_dtype: str | None = "float32",
 ) -> LayerDataTuple:
     """Remove rain streaks from an image layer with HINet; same arguments and result as :func:`denoise`."""
-    return restore_layer(
-        image, _CommandRun("derain", model, device, precision, tile, overlap, tiling, "auto", out_dtype)
-    )
+    options = {"model": model, "device": device, "precision": precision, "tiling": tiling}
+    return _command("derain", image, tile=tile, overlap=overlap, out_dtype=out_dtype, **options)
