@@ -307,12 +307,9 @@ class FinetuneWidget(scrollable_container_class()):
             self.layer_b.value = target
 
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
-        from napari_hinet.registry import DEFAULT_MODELS, list_models
+        from napari_hinet.registry import base_models
 
-        models = [m for m in list_models() if m.available]
-        defaults = list(DEFAULT_MODELS.values())  # the bundled default models first, denoise first
-        models.sort(key=lambda m: defaults.index(m.name) if m.name in defaults else len(defaults))
-        choices = [(f"{m.name} ({m.task}, {m.kind})", m.name) for m in models]
+        choices = [(f"{m.name} ({m.task}, {m.kind})", m.name) for m in base_models()]
         choices.append(("new HINet (train from scratch)", NEW_MODEL))
         return choices
 

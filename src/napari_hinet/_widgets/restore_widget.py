@@ -440,17 +440,9 @@ class RestoreWidget(scrollable_container_class()):
     def _suggest_model(self, layer: Any) -> str | None:
         """The model to use for ``layer`` by default: the task's default if its channels match the
         layer (gray or RGB), else the first available bundled (then any) model that matches."""
-        from napari_hinet.registry import list_models
+        from napari_hinet.registry import suggest_model
 
-        want = "rgb" if layer.rgb else "gray"
-        infos = [m for m in list_models(self._task) if m.available]
-        default = self._default_model()
-        by_name = {m.name: m for m in infos}
-        if default in by_name and by_name[default].channels == want:
-            return default
-        matching = [m for m in infos if m.channels == want]
-        matching.sort(key=lambda m: m.kind != "bundled")
-        return matching[0].name if matching else default
+        return suggest_model(self._task, "rgb" if layer.rgb else "gray")
 
     def _model_values(self) -> list[Any]:
         return [c[1] for c in self._model_choices()]
@@ -643,13 +635,9 @@ class RestoreWidget(scrollable_container_class()):
 
     def _default_model(self) -> str | None:
         """The registry's default model for the task, else the first available one, else None."""
-        from napari_hinet.registry import default_model, list_models
+        from napari_hinet.registry import preferred_model
 
-        try:
-            return default_model(self._task)
-        except LookupError:
-            available = [m.name for m in list_models(self._task) if m.available]
-            return available[0] if available else None
+        return preferred_model(self._task)
 
     # ------------------------------------------------------------ running
     @property
