@@ -47,7 +47,7 @@ from typing import Any, TextIO
 from . import __version__  # sets a passive OpenMP wait policy before torch is imported
 from . import io as imio
 from .dask_support import dask_progress, is_dask_array
-from .settings import COMPILE_MODES, NORMALIZATIONS, NORMALIZE_PER, PRECISIONS, TILINGS
+from .settings import COMPILE_MODES, NORMALIZATIONS, NORMALIZE_PER, PRECISIONS, TASKS, TILINGS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -56,8 +56,6 @@ EXIT_NO_SPACE = 3
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
-
-TASKS = ("denoise", "deblur", "derain")
 
 
 class UsageError(Exception):
