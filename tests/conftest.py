@@ -28,12 +28,17 @@ def pytest_configure(config: pytest.Config) -> None:
     folder = tempfile.mkdtemp(prefix="hinet-test-models-")
     config._hinet_models_dir = folder  # type: ignore[attr-defined]
     os.environ["HINET_MODELS_DIR"] = folder
+    # OpenVINO's converted/compiled models: a session folder, never the user's cache
+    cache = tempfile.mkdtemp(prefix="hinet-test-cache-")
+    config._hinet_cache_dir = cache  # type: ignore[attr-defined]
+    os.environ["HINET_CACHE_DIR"] = cache
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    folder = getattr(config, "_hinet_models_dir", None)
-    if folder:
-        shutil.rmtree(folder, ignore_errors=True)
+    for name in ("_hinet_models_dir", "_hinet_cache_dir"):
+        folder = getattr(config, name, None)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

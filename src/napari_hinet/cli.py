@@ -47,7 +47,16 @@ from typing import Any, TextIO
 from . import __version__  # sets a passive OpenMP wait policy before torch is imported
 from . import io as imio
 from .dask_support import dask_progress, is_dask_array
-from .settings import COMPILE_MODES, NORMALIZATIONS, NORMALIZE_PER, PRECISIONS, TASKS, TILINGS
+from .settings import (
+    BACKENDS,
+    COMPILE_MODES,
+    NORMALIZATIONS,
+    NORMALIZE_PER,
+    PRECISIONS,
+    STATS,
+    TASKS,
+    TILINGS,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -141,6 +150,19 @@ def _add_restore_parser(sub: argparse._SubParsersAction) -> None:
         help="percentiles per plane (default) or stack",
     )
     eng.add_argument("--compile", default="auto", choices=COMPILE_MODES, help="torch.compile the model (CPU)")
+    eng.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="who runs the network: auto (default: OpenVINO on the CPU when installed, else torch), torch, openvino",
+    )
+    eng.add_argument(
+        "--stats",
+        default="auto",
+        choices=STATS,
+        help="instance-norm statistics: auto (default: the model's choice), global (per tile), "
+        "local (TLC windows of the training patch, large tiles)",
+    )
     eng.add_argument(
         "--out-dtype",
         choices=("same", "float32"),
@@ -684,6 +706,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "normalization": args.normalization,
         "normalize_per": args.normalize_per,
         "compile": args.compile,
+        "backend": args.backend,
+        "stats": args.stats,
         "out_dtype": None if args.out_dtype == "same" else args.out_dtype,
     }
     if args.percentiles is not None:
@@ -811,7 +835,9 @@ def _restore_one(
         with _DaskBar(job.source.name, enabled=dask_progress):
             imio.write_image(job.target, result, image.meta)
     else:
-        result = restorer.restore(np.asarray(image.data), settings, progress=progress, cancel=cancel, axes=axes)
+        result = restorer.restore(
+            np.asarray(image.data), settings, progress=progress, cancel=cancel, axes=axes
+        )
         imio.write_image(job.target, result, image.meta)
 
 

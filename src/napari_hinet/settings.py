@@ -31,10 +31,14 @@ NORMALIZATIONS = ("auto", "fixed", "percentile")
 NORMALIZE_PER = ("plane", "stack")
 OUT_DTYPES = (None, "float32")
 COMPILE_MODES = ("auto", "on", "off")
+#: Who runs the network: ``"auto"`` = OpenVINO on the CPU where installed, else torch.
+BACKENDS = ("auto", "torch", "openvino")
+#: Instance-norm statistics: ``"auto"`` = the model's ``metadata["statistics"]``, else global.
+STATS = ("auto", "global", "local")
 
 #: The settings that choose and load the model (a :class:`~napari_hinet.Restorer` is built from
 #: them); every other field is a per-run option of :meth:`~napari_hinet.Restorer.restore`.
-MODEL_FIELDS = ("model", "task", "device", "precision", "compile")
+MODEL_FIELDS = ("model", "task", "device", "precision", "compile", "backend", "stats")
 
 
 @dataclass
@@ -71,6 +75,15 @@ class RestoreSettings:
         compile: ``"on"`` runs the model through ``torch.compile``; ``"auto"``
             (currently the same as ``"off"``) and ``"off"`` run eagerly (see
             docs/engine.md, "compile").
+        backend: ``"auto"`` (OpenVINO on the CPU when the ``openvino`` package is
+            installed, torch otherwise and on CUDA/MPS), ``"torch"`` or
+            ``"openvino"`` (CPU only; falls back to torch with a warning when
+            missing or failing). See docs/engine.md, "Backends".
+        stats: half instance normalisation statistics: ``"global"`` (over the
+            whole tile, as trained), ``"local"`` (TLC: over a training-patch
+            window around each pixel, with large tiles) or ``"auto"`` (the
+            model's ``metadata["statistics"]``, else ``"global"``). See
+            docs/engine.md, "Local statistics".
     """
 
     model: str | None = None
@@ -88,6 +101,8 @@ class RestoreSettings:
     out_dtype: str | None = None
     rgb: bool | None = None
     compile: str = "auto"
+    backend: str = "auto"
+    stats: str = "auto"
 
     def __post_init__(self) -> None:
         self.percentiles = tuple(float(p) for p in self.percentiles)  # type: ignore[assignment]
@@ -103,6 +118,8 @@ class RestoreSettings:
         _choice("normalize_per", self.normalize_per, NORMALIZE_PER)
         _choice("out_dtype", self.out_dtype, OUT_DTYPES)
         _choice("compile", self.compile, COMPILE_MODES)
+        _choice("backend", self.backend, BACKENDS)
+        _choice("stats", self.stats, STATS)
         _choice("rgb", self.rgb, (None, True, False))
         if self.axes is not None and not isinstance(self.axes, str):
             raise ValueError(f"axes must be a string such as 'ZYX' or None, got {self.axes!r}.")
@@ -158,7 +175,7 @@ class RestoreSettings:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def model_kwargs(self) -> dict[str, Any]:
-        """``model``, ``task``, ``device``, ``precision``, ``compile``: what builds a Restorer."""
+        """``model``, ``task``, ``device``, ``precision``, ``compile``, ``backend``, ``stats``: what builds a Restorer."""
         return {name: getattr(self, name) for name in MODEL_FIELDS}
 
     def run_kwargs(self) -> dict[str, Any]:

@@ -147,3 +147,105 @@ def test_backend_choice_rules():
         resolve_backend("openvino", cuda)
     with pytest.raises(ValueError, match="'auto', 'torch', 'openvino'|auto, torch, openvino"):
         resolve_backend("onnx", cpu)
+
+
+# ---------------------------------------------------------------- through the engine
+FP32 = {"device": "cpu", "precision": "fp32", "compile": "off"}
+
+
+def _engine_model() -> HINet:
+    model = _model()
+    model.metadata = {"name": "tiny-gray", "patch_size": 32, "normalization": "percentile"}
+    return model
+
+
+@needs_openvino
+def test_engine_default_on_cpu_is_openvino_and_matches_torch():
+    from napari_hinet import Restorer
+
+    image = np.random.default_rng(3).integers(0, 4000, (90, 70), dtype=np.uint16)
+    ov = Restorer(_engine_model(), **FP32)
+    torch_path = Restorer(_engine_model(), backend="torch", **FP32)
+    assert (ov.backend, torch_path.backend) == ("openvino", "torch")
+    assert "openvino" in ov.describe()
+    a = ov.restore(image, out_dtype="float32")
+    b = torch_path.restore(image, out_dtype="float32")
+    assert np.abs(a - b).max() < 1e-3 * 4000  # F32 agreement, in data units (percentile range ~4000)
+
+
+@needs_openvino
+def test_local_statistics_in_the_engine_use_large_tiles_and_run_in_openvino():
+    from napari_hinet import Restorer
+
+    image = np.random.default_rng(4).integers(0, 4000, (600, 100), dtype=np.uint16)
+    ov = Restorer(_engine_model(), stats="local", **FP32)
+    ref = Restorer(_engine_model(), stats="local", backend="torch", **FP32)
+    assert ov.stats == "local" and ov.statistics["windows"] == [32, 16, 8]
+    assert ov.plan(image.shape)["tile"] == 512  # LOCAL_TILE: larger than the 32-px patch
+    assert Restorer(_engine_model(), backend="torch", **FP32).plan(image.shape)["tile"] == 32
+    a, b = ov.restore(image, out_dtype="float32"), ref.restore(image, out_dtype="float32")
+    assert np.abs(a - b).max() < 1e-3 * 4000
+
+
+@needs_openvino
+def test_engine_falls_back_to_torch_when_openvino_fails(monkeypatch):
+    import openvino
+
+    from napari_hinet import Restorer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operation")
+
+    monkeypatch.setattr(openvino, "convert_model", broken)
+    image = np.random.default_rng(5).integers(0, 4000, (64, 64), dtype=np.uint16)
+    r = Restorer(_engine_model(), backend="openvino", **FP32)
+    with pytest.warns(UserWarning, match="OpenVINO failed"):
+        out = r.restore(image)
+    assert r.backend == "torch"
+    np.testing.assert_array_equal(out, Restorer(_engine_model(), backend="torch", **FP32).restore(image))
+
+
+@needs_openvino
+def test_failing_bf16_self_check_gives_fp32_with_a_warning(monkeypatch):
+    import openvino
+
+    from napari_hinet.engine import openvino_backend
+
+    if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("no bf16 in OpenVINO on this CPU")
+    monkeypatch.setattr(openvino_backend, "PRECISION_MIN_PSNR_DB", 500.0)
+    with pytest.warns(UserWarning, match="using fp32"):
+        forward = prepare(_model(), "auto", threads=1)
+    assert forward.precision == "fp32" and not forward.precision_check["passed"]
+
+
+@needs_openvino
+@pytest.mark.slow
+def test_dask_workers_convert_once_per_process():
+    da = pytest.importorskip("dask.array")
+    from napari_hinet import restore
+    from napari_hinet.engine import cache
+
+    cache.clear_cache()
+    image = np.random.default_rng(6).integers(0, 4000, (3, 100, 90), dtype=np.uint16)
+    before = cache.LOADS
+    lazy_out = restore(da.from_array(image, chunks=(1, 50, 45)), _engine_model(), axes="ZYX", **FP32)
+    result = lazy_out.compute(scheduler="threads")
+    assert cache.LOADS - before == 1  # one predictor (one OpenVINO model) for the planner and every block
+    predictors = list(cache._CACHE.values())
+    assert [p.backend for p in predictors] == ["openvino"]
+    expected = restore(image, _engine_model(), axes="ZYX", **FP32)
+    assert np.abs(result.astype(np.int64) - expected.astype(np.int64)).max() <= 1
+    cache.clear_cache()
+
+
+def test_settings_declare_backend_and_stats():
+    from napari_hinet.settings import MODEL_FIELDS, RestoreSettings
+
+    settings = RestoreSettings(backend="torch", stats="local")
+    assert settings.model_kwargs()["backend"] == "torch" and settings.model_kwargs()["stats"] == "local"
+    assert {"backend", "stats"} <= set(MODEL_FIELDS)
+    with pytest.raises(ValueError, match="backend"):
+        RestoreSettings(backend="onnx")
+    with pytest.raises(ValueError, match="stats"):
+        RestoreSettings(stats="windowed")

@@ -327,14 +327,15 @@ def test_auto_precision_self_check(tiny, monkeypatch):
 
     if not devices.cpu_has_fast_bf16():
         pytest.skip("this CPU has no bf16 instructions: auto precision is fp32")
-    r = Restorer(tiny, device="cpu", compile="off")
+    r = Restorer(tiny, device="cpu", compile="off", backend="torch")  # the torch path's own check
     assert r.dtype == torch.bfloat16 and r.precision_check["passed"] and r.precision_check["psnr_db"] > 45
     monkeypatch.setattr(predictor_module, "PRECISION_MIN_PSNR_DB", 500.0)
     with pytest.warns(UserWarning, match="using fp32"):
-        r = Restorer(tiny, device="cpu", compile="off")
+        r = Restorer(tiny, device="cpu", compile="off", backend="torch")
     assert r.dtype == torch.float32 and not r.precision_check["passed"]
     assert r.net.conv_01.weight.dtype == torch.float32
-    assert Restorer(tiny, device="cpu", precision="bf16").precision_check is None  # explicit: no check
+    explicit = Restorer(tiny, device="cpu", precision="bf16", backend="torch")
+    assert explicit.precision_check is None  # explicit: no check
 
 
 # ---------------------------------------------------------------- out-of-memory back-off
@@ -343,6 +344,7 @@ class _LimitedHINet(HINet):
 
     CUDA is not available in the test environment; this raises the same exception type
     torch raises on a CUDA out-of-memory, so the engine's back-off logic runs for real.
+    The pretend device is torch's, so these runs use ``backend="torch"`` (:data:`TORCH`).
     """
 
     limit = 10**9
@@ -351,6 +353,9 @@ class _LimitedHINet(HINet):
         if x.shape[0] * x.shape[-2] * x.shape[-1] > self.limit:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
         return super().forward(x)
+
+
+TORCH = {**CPU, "backend": "torch"}
 
 
 def _limited(limit: int) -> HINet:
@@ -364,11 +369,11 @@ def test_oom_halves_batch_then_matches_small_batches(rng):
     img = rng.integers(0, 255, (100, 100, 3)).astype(np.uint8)
     model = _limited(2 * 48 * 48)
     with pytest.warns(UserWarning) as caught:
-        out = restore(img, model, tile=48, overlap=12, batch_size=8, **CPU)
+        out = restore(img, model, tile=48, overlap=12, batch_size=8, **TORCH)
     messages = [str(w.message) for w in caught]
     assert any("8 tiles per batch on cpu; retrying with 4" in m for m in messages)
     assert any("retrying with 2" in m for m in messages)
-    reference = restore(img, _limited(10**9), tile=48, overlap=12, batch_size=1, **CPU)
+    reference = restore(img, _limited(10**9), tile=48, overlap=12, batch_size=1, **TORCH)
     assert np.abs(out.astype(int) - reference.astype(int)).max() <= 1
 
 
@@ -376,13 +381,13 @@ def test_oom_with_one_tile_halves_the_tile(rng):
     img = rng.integers(0, 255, (2, 70, 70)).astype(np.uint8)
     model = _limited(40 * 40)
     with pytest.warns(UserWarning, match="retrying with 32x32 tiles"):
-        out = restore(img, model, tile=64, overlap=16, batch_size=1, **CPU)
-    np.testing.assert_array_equal(out, restore(img, _limited(10**9), tile=32, overlap=8, **CPU))
+        out = restore(img, model, tile=64, overlap=16, batch_size=1, **TORCH)
+    np.testing.assert_array_equal(out, restore(img, _limited(10**9), tile=32, overlap=8, **TORCH))
 
 
 def test_oom_official_tiling_gives_clear_error(rng):
     with pytest.raises(MemoryError, match="official tiling"):
-        restore(np.zeros((64, 64), np.uint8), _limited(100), tiling="official", tile=64, **CPU)
+        restore(np.zeros((64, 64), np.uint8), _limited(100), tiling="official", tile=64, **TORCH)
 
 
 @pytest.mark.slow

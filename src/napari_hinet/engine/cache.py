@@ -5,7 +5,7 @@ The widgets, the CLI and the dask path all get their model from here
 model is loaded once per process and key, and a zarr input of the CLI reuses
 the very model its TIFF inputs used.
 
-A key is ``(model reference, task, device, precision, compile)``; a model
+A key is ``(model reference, task, device, precision, compile, backend, stats)``; a model
 reference (:func:`model_ref`) is a registry name, a resolved file path,
 ``None`` (the task's default) or a :class:`ModelPayload` (a model given as an
 object, carried in a dask graph once as safetensors bytes).
@@ -79,19 +79,39 @@ def get_predictor(
     device: Any = "auto",
     precision: str = "auto",
     compile: str = "auto",  # noqa: A002
+    backend: str = "auto",
+    stats: str = "auto",
 ) -> Predictor:
     """The cached Predictor of this process for these arguments (loaded on first use).
+
+    One per process and key, so each dask worker converts/compiles an OpenVINO model once.
 
     ``model``: anything :func:`model_ref` accepts (a ``HINet`` is serialised to find its key).
     """
     global LOADS
     ref = model_ref(model)
-    key = (ref.token if isinstance(ref, ModelPayload) else ref, task, str(device), precision, compile)
+    key = (
+        ref.token if isinstance(ref, ModelPayload) else ref,
+        task,
+        str(device),
+        precision,
+        compile,
+        backend,
+        stats,
+    )
     with _LOCK:
         predictor = _CACHE.get(key)
         if predictor is None:
             source = ref.to_model() if isinstance(ref, ModelPayload) else ref
-            predictor = Predictor(source, task, device=device, precision=precision, compile=compile)
+            predictor = Predictor(
+                source,
+                task,
+                device=device,
+                precision=precision,
+                compile=compile,
+                backend=backend,
+                stats=stats,
+            )
             _CACHE[key] = predictor
             LOADS += 1
     return predictor

@@ -17,10 +17,12 @@ supports them (``"fp16"`` on CPU is refused: it is slow and inaccurate there).
 from __future__ import annotations
 
 import functools
+import math
 import os
 import platform
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..settings import PRECISIONS
@@ -112,23 +114,16 @@ def cpu_has_fast_bf16() -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: torch.device, *, training: bool = False) -> torch.dtype:
-    """The compute dtype for ``precision`` on ``device`` (float32 means no autocast).
-
-    The one precision resolver of inference and training. ``training=True``
-    changes two rules: ``"auto"`` is fp32 off CUDA (bf16 training on a CPU is
-    slower than fp32 there), and ``"fp16"`` needs CUDA (its gradient scaler does).
-    """
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The compute dtype for ``precision`` on ``device`` (float32 means no autocast)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not valid; choose one of {', '.join(PRECISIONS)}.")
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "cpu" and cpu_has_fast_bf16() and not training:
+        if device.type == "cpu" and cpu_has_fast_bf16():
             return torch.bfloat16
         return torch.float32
-    if precision == "fp16" and training and device.type != "cuda":
-        raise ValueError("precision 'fp16' (AMP with a gradient scaler) needs CUDA; use 'bf16' on CPU")
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision='fp16' is not supported on the CPU; use 'bf16' or 'fp32'.")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -167,3 +162,21 @@ def free_memory(device: torch.device) -> int | None:
         return None
     free, _total = torch.cuda.mem_get_info(device)
     return int(free)
+
+
+#: ``precision="auto"`` keeps a low precision only if its self-check is at least this close to float32.
+PRECISION_MIN_PSNR_DB = 45.0
+
+
+def precision_probe_image(channels: int) -> np.ndarray:
+    """The fixed synthetic (channels, 64, 64) float32 image in [0, 1] of the low-precision self-checks."""
+    y, x = np.mgrid[0:64, 0:64].astype(np.float32)
+    rng = np.random.default_rng(0)
+    base = 0.5 + 0.3 * np.sin(x / 5.0) * np.cos(y / 7.0) + 0.1 * (x > 32)
+    return np.clip(base[None] + rng.normal(0, 0.08, (channels, 64, 64)), 0, 1).astype(np.float32)
+
+
+def psnr_db(result: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR in dB (peak 1) of ``result`` against ``reference``; ``inf`` when they are equal."""
+    mse = float(np.mean((np.asarray(result, np.float64) - np.asarray(reference, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)

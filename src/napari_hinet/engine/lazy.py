@@ -211,10 +211,12 @@ def _restore_block(
     device: str,
     precision: str,
     compile: str,  # noqa: A002
+    backend: str = "auto",
+    stats: str = "auto",
     block_info: dict | None = None,
 ) -> np.ndarray:
     """Restore the core of one overlapped block (see the module docstring)."""
-    predictor = get_predictor(model, task, device, precision, compile)
+    predictor = get_predictor(model, task, device, precision, compile, backend, stats)
     _match_threads(plan.threads)
     run = plan.run
     axes = run.layout.axes
@@ -339,10 +341,10 @@ def restore_dask(
     layout = Layout.create(tuple(image.shape), settings.axes, settings.rgb)
     ref = model_ref(model)
     try:
-        planner = get_predictor(ref, task, device, precision, compile_mode)
+        planner = get_predictor(ref, task, device, precision, compile_mode, settings.backend, settings.stats)
     except ValueError:
         # e.g. device="cuda" on a client without a GPU: plan with a CPU copy, blocks use ``device``
-        planner = get_predictor(ref, task, "cpu", "fp32", "off")
+        planner = get_predictor(ref, task, "cpu", "fp32", "off", "torch", settings.stats)
 
     def sample() -> np.ndarray:  # "auto" on float data: the engine's whole-stack sample, now
         planes = stack_planes(layout.n_planes)
@@ -405,13 +407,18 @@ def restore_dask(
         chunks=x.chunks,
         dtype=result_dtype,
         meta=np.empty((0,) * ndim, result_dtype),
-        name="hinet-restore-" + dask.base.tokenize(x, maps, plan, ref, task, device, precision, compile_mode),
+        name="hinet-restore-"
+        + dask.base.tokenize(
+            x, maps, plan, ref, task, device, precision, compile_mode, settings.backend, settings.stats
+        ),
         plan=plan,
         model=model_arg,
         task=task,
         device=device,
         precision=precision,
         compile=compile_mode,
+        backend=settings.backend,
+        stats=settings.stats,
     )
     if out is None:
         if progress is not None or cancel is not None:

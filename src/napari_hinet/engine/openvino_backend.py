@@ -39,7 +39,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import threading
 import warnings
@@ -52,12 +51,11 @@ import torch
 
 from ..model.padding import pad_to_valid, valid_size
 from ..model.tlc import get_statistics
+from ..settings import BACKENDS
+from .devices import PRECISION_MIN_PSNR_DB, is_out_of_memory, precision_probe_image, psnr_db
 
-BACKENDS = ("auto", "torch", "openvino")
 #: Environment variable that moves the on-disk cache of converted and compiled models.
 CACHE_ENV = "HINET_CACHE_DIR"
-#: ``precision="auto"`` keeps bf16 only if its self-check is at least this close to float32.
-PRECISION_MIN_PSNR_DB = 45.0
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
@@ -103,20 +101,6 @@ def cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("napari-hinet", appauthor=False)) / "openvino"
-
-
-def probe_image(channels: int) -> np.ndarray:
-    """The fixed synthetic (channels, 64, 64) float32 image of the low-precision self-checks."""
-    y, x = np.mgrid[0:64, 0:64].astype(np.float32)
-    rng = np.random.default_rng(0)
-    base = 0.5 + 0.3 * np.sin(x / 5.0) * np.cos(y / 7.0) + 0.1 * (x > 32)
-    return np.clip(base[None] + rng.normal(0, 0.08, (channels, 64, 64)), 0, 1).astype(np.float32)
-
-
-def psnr_db(result: np.ndarray, reference: np.ndarray) -> float:
-    """PSNR (peak 1) of ``result`` against ``reference``; ``inf`` when equal."""
-    mse = float(np.mean((np.asarray(result, np.float64) - np.asarray(reference, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 class _Stage2(torch.nn.Module):
@@ -195,6 +179,11 @@ class OpenVINOModel:
         if precision == "auto" and self.precision == "bf16":
             self.precision_check = self._check_precision()
             if not self.precision_check["passed"]:
+                warnings.warn(
+                    f"OpenVINO bf16 is only {self.precision_check['psnr_db']:.1f} dB from float32 for this "
+                    f"model (needs >= {PRECISION_MIN_PSNR_DB} dB); using fp32.",
+                    stacklevel=3,
+                )
                 self.precision = "fp32"
                 self._compiled.clear()
 
@@ -251,7 +240,7 @@ class OpenVINOModel:
 
     def _check_precision(self) -> dict[str, Any]:
         """Rule 5: bf16 against torch float32 on the fixed probe image, padded to the traced size."""
-        image = torch.from_numpy(probe_image(self.channels))[None]
+        image = torch.from_numpy(precision_probe_image(self.channels))[None]
         x, _ = pad_to_valid(image, self.multiple, minimum=self.example)
         with torch.inference_mode():
             reference = self.net(x).numpy()
@@ -302,9 +291,9 @@ class WithFallback:
         if self.primary is not None:
             try:
                 return self.primary(batch)
-            except MemoryError:
-                raise
             except Exception as error:  # conversion/compile/inference failure of the backend
+                if isinstance(error, MemoryError) or is_out_of_memory(error):
+                    raise  # the caller's out-of-memory back-off handles it
                 self.error = f"{type(error).__name__}: {error}"[:300]
                 warnings.warn(f"{self.what} failed ({self.error}); running torch instead.", stacklevel=2)
                 self.primary = None

@@ -9,7 +9,10 @@ a :class:`~napari_hinet.settings.RestoreSettings` into a frozen, picklable
    3-channel model is one group; RGB on a 1-channel model is one group per
    colour; any other channel is its own group, copied to every network input
    channel (``replicate``) and averaged back (:func:`channel_groups`);
-3. the tile is the requested one or the model's ``patch_size``, at least two
+3. the tile is the requested one or the model's ``patch_size`` (with local
+   statistics, ``metadata["statistics"] == "local"``: the larger of
+   :data:`LOCAL_TILE` and twice the patch, since the windows keep the
+   statistics local), at least two
    network size multiples, rounded up to a multiple of ``2**(depth-1)``; the
    overlap defaults to ``tile // 4`` and may be at most half the tile
    (:func:`~napari_hinet.settings.check_overlap`);
@@ -37,6 +40,9 @@ from ..settings import RestoreSettings, check_overlap
 from .axes import Layout
 from .intensity import check_dtype, choose_normalization, output_clip
 from .tiling import TileGrid, plan_grid, round_up
+
+#: Smallest default tile with local statistics (TLC): large tiles, little overlap overhead.
+LOCAL_TILE = 512
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,10 @@ def plan_run(
     """
     groups = channel_groups(model.in_channels, layout)
     m = model.size_multiple
-    tile = round_up(max(settings.tile or model.patch_size, 2 * m), m)
+    default = model.patch_size
+    if model.extra.get("statistics") == "local":
+        default = max(LOCAL_TILE, 2 * model.patch_size)
+    tile = round_up(max(settings.tile or default, 2 * m), m)
     overlap = settings.overlap
     if overlap is None:
         overlap = tile // 4

@@ -26,10 +26,17 @@ Preparing a model, in this order:
    falls back to eager with a warning. A compiled predictor pads a smaller
    last batch to its compiled batch, so one shape is kept.
 
-A new backend (e.g. an OpenVINO CPU runtime) goes here: a ``backend`` value
-chosen in ``__init__`` that sets ``self._run`` (numpy in, numpy out, same
-contract as :meth:`forward`) and, if it measures memory, :meth:`probe`. The
-runner, the sinks and the dask path need no change.
+Two choices are made between steps 1 and 2:
+
+* ``stats`` (:data:`~napari_hinet.settings.STATS`): ``"local"`` switches the
+  HIN blocks to TLC local statistics (:func:`napari_hinet.model.set_statistics`,
+  window = the model's ``patch_size``); ``"auto"`` follows the model's
+  ``metadata["statistics"]`` and is ``"global"`` without it;
+* ``backend`` (:data:`~napari_hinet.settings.BACKENDS`): ``"auto"`` runs
+  OpenVINO on the CPU when it is installed (:mod:`.openvino_backend`, which
+  does its own bf16 self-check, so step 3 is skipped and a torch fallback runs
+  in float32 unless ``precision="bf16"``); any failure to convert, compile or
+  run falls back to torch with a warning, for the rest of the predictor's life.
 
 ``forward`` holds the predictor's lock, so one Predictor may be shared by the
 threads of a dask scheduler (:mod:`.cache` shares one per process).
@@ -38,7 +45,6 @@ threads of a dask scheduler (:mod:`.cache` shares one per process).
 from __future__ import annotations
 
 import copy
-import math
 import threading
 import warnings
 from collections.abc import Callable
@@ -50,24 +56,27 @@ import torch
 from ..metadata import ModelMetadata
 from ..model import HINet
 from ..model.padding import pad_to_valid, valid_size
-from ..settings import COMPILE_MODES
+from ..model.tlc import get_statistics, set_statistics
+from ..settings import BACKENDS, COMPILE_MODES, STATS
 from .devices import (
+    PRECISION_MIN_PSNR_DB,
     default_threads,
     describe_device,
     free_memory,
     is_out_of_memory,
     precision_name,
+    precision_probe_image,
+    psnr_db,
     resolve_device,
     resolve_precision,
 )
+from .openvino_backend import resolve_backend
 
 #: ``compile="auto"`` compiles on the CPU only for runs with at least this many forwards of one
 #: tile shape; ``None`` = never (the current choice). Measured (docs/performance.md): compiling
 #: saves ~12 % per forward on an idle machine but costs 10-60 s up front, and its many small
 #: OpenMP regions made it ~5x slower than eager while other processes shared the cores.
 COMPILE_MIN_FORWARDS: int | None = None
-#: ``precision="auto"`` keeps bf16/fp16 only if its self-check is at least this close to float32.
-PRECISION_MIN_PSNR_DB = 45.0
 #: A CUDA batch fills at most this share of the free memory (measured from one tile).
 CUDA_MEMORY_SHARE = 0.7
 
@@ -97,6 +106,8 @@ class Predictor:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``.
         compile: ``"auto"``, ``"on"``, ``"off"`` (step 5).
+        backend: ``"auto"``, ``"torch"``, ``"openvino"`` (see the module docstring).
+        stats: ``"auto"``, ``"global"``, ``"local"`` (see the module docstring).
 
     Attributes:
         device: the ``torch.device`` in use.
@@ -104,11 +115,10 @@ class Predictor:
         metadata: the model's metadata dict; ``info`` is the same, typed.
         config: HINet constructor arguments.
         precision_check: ``{"precision", "psnr_db", "passed"}`` of step 3, or ``None``.
-        net: the prepared ``torch.nn.Module``.
-        backend: ``"torch"``.
+        net: the prepared ``torch.nn.Module`` (the torch path; also the OpenVINO fallback).
+        stats: ``"global"`` or ``"local"``, as run; ``statistics`` the details
+            (:func:`napari_hinet.model.get_statistics`: levels, windows, border).
     """
-
-    backend = "torch"
 
     def __init__(
         self,
@@ -118,9 +128,17 @@ class Predictor:
         device: str | torch.device = "auto",
         precision: str = "auto",
         compile: str = "auto",  # noqa: A002 (mirrors torch.compile)
+        backend: str = "auto",
+        stats: str = "auto",
     ) -> None:
         if compile not in COMPILE_MODES:
             raise ValueError(f"compile={compile!r} is not valid; choose 'auto', 'on' or 'off'.")
+        if stats not in STATS:
+            raise ValueError(f"stats={stats!r} is not valid; choose one of {', '.join(map(repr, STATS))}.")
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"backend={backend!r} is not valid; choose one of {', '.join(map(repr, BACKENDS))}."
+            )
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.compile_mode = compile
@@ -129,9 +147,24 @@ class Predictor:
         source, owned = load_network(model, task)
         self.metadata: dict[str, Any] = dict(getattr(source, "metadata", {}) or {})
         self.config: dict[str, Any] = dict(source.config)
-        self.info = ModelMetadata.from_dict({**self.metadata, "config": self.config})
+        if stats == "auto":
+            stats = "local" if self.metadata.get("statistics") == "local" else "global"
+        if stats == "local":
+            patch = ModelMetadata.from_dict(self.metadata).patch_size
+            source = set_statistics(source if owned else copy.deepcopy(source), "local", patch)
+            owned = True
+        self.stats = stats
+        self.statistics = get_statistics(source)
+        self.info = ModelMetadata.from_dict({**self.metadata, "config": self.config, "statistics": stats})
+        self._openvino: Any = None  # a WithFallback(OpenVINO, torch) runner while OpenVINO is used
+        if resolve_backend(backend, self.device) == "openvino":
+            self._openvino = self._start_openvino(source, precision)
+            if self._openvino is not None and precision == "auto":
+                self.dtype = torch.float32  # the torch fallback: no second self-check
         self.precision_check: dict[str, Any] | None = None
-        if precision == "auto" and self.dtype != torch.float32:
+        if self._openvino is not None:
+            self.precision_check = self._openvino.primary.precision_check
+        elif precision == "auto" and self.dtype != torch.float32:
             self.precision_check = self._check_precision(source)
             if not self.precision_check["passed"]:
                 warnings.warn(
@@ -145,6 +178,27 @@ class Predictor:
         self._compiled: dict[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]] = {}
         self._compile_failed = False
         self._lock = threading.RLock()
+
+    def _start_openvino(self, source: HINet, precision: str) -> Any:
+        """OpenVINO with a torch fallback, or ``None`` (with a warning) when it cannot start."""
+        from .openvino_backend import WithFallback, prepare
+
+        try:
+            model = prepare(source, precision, torch.get_num_threads())
+        except Exception as error:
+            warnings.warn(
+                f"OpenVINO could not start ({type(error).__name__}: {str(error)[:200]}); running torch.",
+                stacklevel=4,
+            )
+            return None
+        return WithFallback(model, self._torch_run)
+
+    @property
+    def backend(self) -> str:
+        """``"openvino"`` or ``"torch"``: what runs the network now (after a fallback: torch)."""
+        if self._openvino is not None and self._openvino.active == "primary":
+            return "openvino"
+        return "torch"
 
     # ------------------------------------------------------------ facts
     @property
@@ -165,6 +219,8 @@ class Predictor:
     @property
     def precision(self) -> str:
         """``"fp32"``, ``"bf16"`` or ``"fp16"``: the compute precision actually used."""
+        if self.backend == "openvino":
+            return self._openvino.primary.precision
         return precision_name(self.dtype)
 
     @property
@@ -175,8 +231,9 @@ class Predictor:
         return "compiled" if self._compiled else "eager"
 
     def describe(self) -> str:
-        """One line: model name, device, precision (for logs and the widget)."""
-        return f"{self.info.name} on {describe_device(self.device)}, {self.precision}"
+        """One line: model name, device, precision, backend and local statistics (logs, widget)."""
+        local = ", local statistics" if self.stats == "local" else ""
+        return f"{self.info.name} on {describe_device(self.device)}, {self.precision}, {self.backend}{local}"
 
     def describe_device(self) -> str:
         """E.g. ``"cpu (2 threads)"`` or ``"cuda:0 (NVIDIA H100, 79.1 GiB)"``."""
@@ -198,11 +255,7 @@ class Predictor:
         return net
 
     def _check_precision(self, source: HINet) -> dict[str, Any]:
-        c = int(source.config["in_chn"])
-        y, x = np.mgrid[0:64, 0:64].astype(np.float32)
-        rng = np.random.default_rng(0)
-        base = 0.5 + 0.3 * np.sin(x / 5.0) * np.cos(y / 7.0) + 0.1 * (x > 32)
-        image = np.clip(base[None] + rng.normal(0, 0.08, (c, 64, 64)), 0, 1).astype(np.float32)
+        image = precision_probe_image(int(source.config["in_chn"]))
         tensor, _ = pad_to_valid(torch.from_numpy(image)[None].to(self.device), self.size_multiple)
         low = self.dtype
         probe = copy.deepcopy(source).eval().requires_grad_(False).to(self.device)
@@ -211,8 +264,7 @@ class Predictor:
             self.net = self._prepare(probe, True)  # the low-precision network, as it will run
             result = self._eager(tensor.contiguous(memory_format=torch.channels_last)).float()
         del self.net
-        mse = float(((result - reference) ** 2).mean())
-        psnr = float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+        psnr = psnr_db(result.cpu().numpy(), reference.cpu().numpy())
         return {
             "precision": precision_name(low),
             "psnr_db": round(psnr, 2),
@@ -252,6 +304,11 @@ class Predictor:
         return min(sizes, default=n)
 
     def _run(self, batch: np.ndarray, expected_forwards: int) -> np.ndarray:
+        if self._openvino is not None:
+            return self._openvino(batch)
+        return self._torch_run(batch, expected_forwards)
+
+    def _torch_run(self, batch: np.ndarray, expected_forwards: int = 1) -> np.ndarray:
         x = torch.from_numpy(batch).to(self.device)
         x, size = pad_to_valid(x, self.size_multiple)
         x = x.contiguous(memory_format=torch.channels_last)

@@ -47,7 +47,7 @@ ProgressCallback = Callable[[int, int], Any]
 #: What a :class:`Restorer` shows of its :class:`~.predictor.Predictor` (read through, not copied):
 #: ``device``, ``dtype``, ``precision``, ``metadata``, ``info``, ``config``, ``precision_check``,
 #: ``net``, ``compile_status``, ``in_channels``, ``size_multiple``, ``patch_size``,
-#: ``describe()`` and ``describe_device()``.
+#: ``backend``, ``stats``, ``statistics``, ``describe()`` and ``describe_device()``.
 PREDICTOR_FACTS = frozenset(
     {
         "device",
@@ -64,6 +64,9 @@ PREDICTOR_FACTS = frozenset(
         "patch_size",
         "describe",
         "describe_device",
+        "backend",
+        "stats",
+        "statistics",
     }
 )
 
@@ -129,6 +132,8 @@ class Restorer:
         compile: ``"on"`` runs ``torch.compile`` (inductor, frozen weights; needs a C++
             compiler; a failed compile falls back to eager with a warning), ``"off"``
             never; ``"auto"`` follows :data:`.predictor.COMPILE_MIN_FORWARDS` (currently: off).
+        backend: ``"auto"`` (OpenVINO on the CPU where installed), ``"torch"``, ``"openvino"``.
+        stats: ``"auto"``, ``"global"``, ``"local"`` (TLC local statistics; see docs/engine.md).
 
     Attributes:
         predictor: the :class:`~.predictor.Predictor` that runs the network;
@@ -140,7 +145,7 @@ class Restorer:
     """
 
     def __init__(self, model: str | HINet | None = None, task: str | None = None, **options: Any) -> None:
-        self.predictor = Predictor(model, task, **options)  # options: device, precision, compile
+        self.predictor = Predictor(model, task, **options)  # device, precision, compile, backend, stats
 
     @classmethod
     def from_predictor(cls, predictor: Predictor) -> Restorer:
@@ -216,8 +221,8 @@ class Restorer:
             image: numpy array, zarr array or anything with ``shape``, ``dtype``
                 and numpy-style slicing (read one band of tiles at a time); (H, W) >= (1, 1).
             settings: the run options (:class:`~napari_hinet.settings.RestoreSettings`;
-                its ``model``, ``task``, ``device``, ``precision`` and ``compile`` are the
-                Restorer's and are not used here).
+                its ``model``, ``task``, ``device``, ``precision``, ``compile``, ``backend``
+                and ``stats`` are the Restorer's and are not used here).
             out: array of the input's shape to write into (numpy or zarr); its
                 dtype is the output dtype. Bands are written as they finish:
                 after :class:`Cancelled` or an error, ``out`` holds the finished
@@ -270,13 +275,15 @@ def get_restorer(
     device: Any = "auto",
     precision: str = "auto",
     compile: str = "auto",  # noqa: A002
+    backend: str = "auto",
+    stats: str = "auto",
 ) -> Restorer:
     """A Restorer on this process's cached model (:mod:`.cache`): loaded once per key.
 
     The widgets, the CLI and the dask path share this cache. ``model`` is a
     registry name, a path, ``None`` (the default of ``task``) or a ``HINet``.
     """
-    return Restorer.from_predictor(get_predictor(model, task, device, precision, compile))
+    return Restorer.from_predictor(get_predictor(model, task, device, precision, compile, backend, stats))
 
 
 def restore(
@@ -309,7 +316,7 @@ def restore(
             declaration of the options, their defaults and allowed values): ``axes``,
             ``device``, ``precision``, ``tile``, ``overlap``, ``batch_size``, ``tiling``,
             ``normalization``, ``percentiles``, ``normalize_per``, ``out_dtype``, ``rgb``,
-            ``compile``. An unknown name raises ``TypeError``.
+            ``compile``, ``backend``, ``stats``. An unknown name raises ``TypeError``.
 
     Returns:
         An array with the input's shape and dtype (or ``out``). A dask array in
@@ -322,7 +329,7 @@ def restore(
         from .lazy import restore_dask
 
         return restore_dask(image, model, task, settings=settings, progress=progress, cancel=cancel, out=out)
-    restorer = Restorer(
-        model, task, device=settings.device, precision=settings.precision, compile=settings.compile
-    )
+    kwargs = settings.model_kwargs()
+    del kwargs["model"], kwargs["task"]
+    restorer = Restorer(model, task, **kwargs)
     return restorer.restore(image, settings, progress=progress, cancel=cancel, out=out)
