@@ -140,3 +140,31 @@ def test_rgba_alpha_is_kept(rgb_restorer):
     image = (np.random.default_rng(0).random((16, 16, 4)) * 255).astype(np.uint8)
     out = rgb_restorer.restore(image)
     np.testing.assert_array_equal(out[..., 3], image[..., 3])
+
+
+DIM = [
+    # id, dtype, fraction of the dtype range the data span, expected auto choice
+    ("float-1/100", np.float32, 0.01, "percentile"),
+    ("float-1/4", np.float32, 0.25, "percentile"),
+    ("float-full", np.float32, 1.0, "fixed"),
+    ("uint16-12-bit", np.uint16, 4095 / 65535, "percentile"),
+    ("uint16-full", np.uint16, 1.0, "fixed"),
+    ("uint8-dim", np.uint8, 0.2, "percentile"),
+    ("uint8-full", np.uint8, 1.0, "fixed"),
+]
+
+
+@pytest.mark.parametrize("dtype,fraction,expected", [c[1:] for c in DIM], ids=[c[0] for c in DIM])
+def test_auto_normalization_of_dim_photos(rgb_restorer, dtype, fraction, expected):
+    """Rule 5 of engine.intensity: photos using under half their range are mapped by percentiles."""
+    base = np.random.default_rng(1).random((24, 20, 3))
+    top = 1.0 if np.dtype(dtype).kind == "f" else np.iinfo(dtype).max
+    image = (
+        (base * fraction * top).astype(dtype)
+        if np.dtype(dtype).kind == "f"
+        else np.rint(base * fraction * top).astype(dtype)
+    )
+    auto = rgb_restorer.restore(image, normalization="auto")
+    np.testing.assert_array_equal(auto, rgb_restorer.restore(image, normalization=expected))
+    other = "fixed" if expected == "percentile" else "percentile"
+    assert not np.array_equal(auto, rgb_restorer.restore(image, normalization=other))  # the choice matters

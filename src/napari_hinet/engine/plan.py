@@ -18,7 +18,7 @@ a :class:`~napari_hinet.settings.RestoreSettings` into a frozen, picklable
    (:func:`~napari_hinet.settings.check_overlap`);
 4. the tile grid of one plane is planned by :func:`.tiling.plan_grid`;
 5. ``normalization="auto"`` is resolved by :func:`.intensity.choose_normalization`
-   (float data is sampled for it: ``sample`` is called only then);
+   (data that rules 2-3 would map "fixed" are sampled for rule 5: ``sample`` is called only then);
 6. the output dtype is ``out.dtype``, else ``float32`` for ``out_dtype="float32"``,
    else the input dtype, and the output clip follows (:func:`.intensity.output_clip`).
 
@@ -202,7 +202,8 @@ def plan_run(
     elif settings.tiling == "blend":
         check_overlap(tile, overlap)
     grid = plan_grid(layout.height, layout.width, settings.tiling, tile, overlap)
-    wants_sample = settings.normalization == "auto" and dtype.kind == "f" and sample is not None
+    may_be_fixed = dtype.kind == "f" or dtype == np.uint8 or (layout.rgb and dtype.kind in "ui")
+    wants_sample = settings.normalization == "auto" and may_be_fixed and sample is not None
     normalization = choose_normalization(
         settings.normalization, dtype, layout.rgb, model.normalization, sample() if wants_sample else None
     )
