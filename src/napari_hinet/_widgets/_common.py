@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,10 +58,10 @@ def save_widget_state(key: str, state: dict[str, Any]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         data = _read_all()
         data[key] = state
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".widgets-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        from napari_hinet.io import atomic_output
+
+        with atomic_output(folder / _STATE_FILE) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=True)
-        os.replace(tmp, folder / _STATE_FILE)
     except (OSError, TypeError, ValueError):
         pass
 
