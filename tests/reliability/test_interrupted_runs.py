@@ -208,3 +208,40 @@ def test_cli_train_signal_exit_code_and_checkpoint(good_run, tmp_path, sig, code
         config=_cfg(run, steps=100_000),
     )
     assert job.resumed and job.steps_done >= 1
+
+
+@pytest.mark.parametrize(
+    "sig,code", [(signal.SIGTERM, EXIT_TERMINATED), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
+)
+def test_cli_restore_signal_leaves_complete_files_only(tmp_path, tiny_files, sig, code):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        tifffile.imwrite(src / f"{i}.tif", rng.integers(0, 255, (384, 384), dtype=np.uint8))
+    argv = ["restore", str(src), "-o", str(out), "--model", str(tiny_files["safetensors"]), "--tile", "32"]
+    argv += ["--overlap", "0", "--no-progress"]
+    stop = threading.Event()
+
+    def kill_after_first_output() -> None:  # the signal arrives while the batch is running
+        while not stop.wait(0.05):
+            if out.is_dir() and any(p.suffix == ".tif" for p in out.iterdir()):
+                os.kill(os.getpid(), sig)
+                return
+
+    watcher = threading.Thread(target=kill_after_first_output, daemon=True)
+    watcher.start()
+    try:
+        got, text = run_cli(*argv)
+    finally:
+        stop.set()
+        watcher.join()
+    assert got == code, text
+    assert "rerun with --skip-existing to resume" in text
+    written = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert all(name.endswith(".tif") for name in written), written  # no partial temporaries
+    for name in written:
+        assert tifffile.imread(out / name).shape == (384, 384)
+    again, text = run_cli(*argv, "--skip-existing")
+    assert again == 0, text
+    assert sorted(p.name for p in out.iterdir()) == [f"{i}.tif" for i in range(6)]
