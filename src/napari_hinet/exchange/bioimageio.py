@@ -189,6 +189,7 @@ def _engine_output(model: HINet, test_input: np.ndarray, fixed: bool, percentile
         axes="YXC" if test_input.shape[0] == 3 else "YX",
         device="cpu",
         precision="fp32",
+        backend="torch",  # the package's reference output comes from the reference implementation
         tiling="none",
         normalization="fixed" if fixed else "percentile",
         percentiles=tuple(percentiles),
