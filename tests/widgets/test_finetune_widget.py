@@ -278,3 +278,21 @@ def test_identical_input_and_target_are_refused_and_clean_never_defaults_to_the_
     widget.folder_a.value = folder
     widget.folder_b.value = folder
     assert widget.start() is None and "same folder" in widget.status.value
+
+
+def test_time_budget_replaces_the_step_count(make_napari_viewer, stop_workers, tiny_gray_model, wait_for):
+    from napari_hinet.checkpoints import load_model
+
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Fine-tune")
+    _setup(viewer, widget, tiny_gray_model, steps=100_000, name="budget-run")
+    widget.time_budget.value = 4
+    widget.start()
+    wait_for(widget, timeout=240_000)
+    result = widget.last_result
+    assert result is not None and not result.stopped and result.path.is_file(), widget.status.value
+    training = load_model(result.path).metadata["training"]
+    plan = training["time_budget"]
+    refit = plan.get("refit", {})
+    assert plan["time_budget_s"] == 4 and training["steps"] < 100_000
+    assert training["steps"] == (refit["steps"] if refit.get("applied") else plan["steps"]) == result.steps

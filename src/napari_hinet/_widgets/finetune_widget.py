@@ -98,6 +98,9 @@ TOOLTIPS = {
     "batch_size": "Patches per training step. Default: 4.\nRaise it on a GPU; lower it if memory runs out.",
     "steps": "Number of training steps. Default: 200.\nMore steps fit your data better (watch the "
     "validation curve: stop when it flattens).",
+    "time_budget": "Train for this many seconds instead of a number of steps. Default: 0 (off: use Steps).\n"
+    "The first steps are timed and the schedule (warm-up, cosine decay) is fitted so that it ends when "
+    "the time is up; the progress bar shows the fitted number of steps.",
     "lr": "Learning rate. Default: 0.0002.\nLower it (e.g. 0.00005) if the validation PSNR drops at the "
     "start; raise it when training from scratch.",
     "val_every": "Validate (and update the preview and checkpoint) every this many steps. Default: 20.\n"
@@ -185,6 +188,7 @@ class FinetuneWidget(scrollable_container_class()):
         self.patch_size = SpinBox(label="Patch size", min=16, max=1024, step=16, value=64)
         self.batch_size = SpinBox(label="Batch size", min=1, max=256, value=4)
         self.steps = SpinBox(label="Steps", min=1, max=1_000_000, value=200)
+        self.time_budget = SpinBox(label="Time budget (s)", min=0, max=7 * 86_400, step=30, value=0)
         self.lr = FloatSpinBox(label="Learning rate", min=1e-7, max=1e-1, step=1e-5, value=2e-4)
         self.lr.native.setDecimals(6)
         self.val_every = SpinBox(label="Validate every", min=1, max=100_000, value=20)
@@ -229,6 +233,7 @@ class FinetuneWidget(scrollable_container_class()):
                 self.patch_size,
                 self.batch_size,
                 self.steps,
+                self.time_budget,
                 self.lr,
                 self.val_every,
                 self.device,
@@ -352,6 +357,7 @@ class FinetuneWidget(scrollable_container_class()):
             "patch_size": self.patch_size.value,
             "batch_size": self.batch_size.value,
             "steps": self.steps.value,
+            "time_budget": self.time_budget.value,
             "lr": self.lr.value,
             "val_every": self.val_every.value,
             "device": self.device.value,
@@ -441,12 +447,14 @@ class FinetuneWidget(scrollable_container_class()):
         from napari_hinet.training import FinetuneConfig
 
         steps = int(self.steps.value)
+        budget = float(self.time_budget.value) or None  # 0 = off
         return FinetuneConfig(
             steps=steps,
+            time_budget_s=budget,
             batch_size=int(self.batch_size.value),
             patch_size=int(self.patch_size.value),
             lr=float(self.lr.value),
-            warmup_steps=max(1, min(20, steps // 10)),
+            warmup_steps=20 if budget else max(1, min(20, steps // 10)),
             val_every=int(self.val_every.value),
             checkpoint_every=int(self.val_every.value),
             device=str(self.device.value),
