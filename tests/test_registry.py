@@ -172,3 +172,21 @@ def test_listing_models_does_not_import_torch():
     code = "import sys, napari_hinet.registry as r; r.list_models(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_model_choice_rules(tmp_models_dir: Path, bundled_dir: Path):
+    """preferred_model / suggest_model / base_models: the pickers' rules, in the registry."""
+    from napari_hinet.registry import base_models, preferred_model, suggest_model
+
+    assert preferred_model("deblur") is None and suggest_model("deblur", "rgb") is None  # nothing to run
+    save_model(tiny(1), tmp_models_dir / "my-gray.safetensors", task="denoise")
+    assert preferred_model("denoise") == "my-gray"  # no default model: the first available one
+    save_model(tiny(1), bundled_dir / "hinet-denoise-fluo.safetensors", task="denoise")
+    save_model(tiny(), bundled_dir / "hinet-denoise-photo.safetensors", task="denoise")
+    assert preferred_model("denoise") == DEFAULT_MODELS["denoise"] == "hinet-denoise-fluo"
+    assert suggest_model("denoise", "gray") == "hinet-denoise-fluo"  # the default, its channels match
+    assert suggest_model("denoise", "rgb") == "hinet-denoise-photo"  # a bundled RGB model instead
+    save_model(tiny(), bundled_dir / "hinet-deblur-photo.safetensors", task="deblur")
+    assert suggest_model("deblur", "gray") == "hinet-deblur-photo"  # no gray one: the default still
+    names = [m.name for m in base_models()]
+    assert names[:2] == ["hinet-denoise-fluo", "hinet-deblur-photo"] and "my-gray" in names

@@ -24,7 +24,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -745,29 +744,14 @@ def save_model(
     except TypeError as exc:
         raise ValueError(f"metadata must be JSON-serialisable: {exc}") from exc
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    from .io import atomic_output
+
+    with atomic_output(path) as tmp:  # the one atomic write: temporary next to it, fsync, rename
         save_file(tensors, tmp, metadata={METADATA_KEY: text, "format": f"napari-hinet-v{FORMAT_VERSION}"})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        # mkstemp creates 0600 files; a saved model is an ordinary readable file.
+        # safetensors writes 0600 files; a saved model is an ordinary readable file.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
     return path
 
 

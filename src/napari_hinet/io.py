@@ -209,9 +209,26 @@ def _remove(path: Path) -> None:
             pass
 
 
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it to ``path``.
+
+    The one atomic write of the package: image outputs, saved models
+    (:func:`napari_hinet.save_model`), training checkpoints and caches, and the
+    widgets' saved settings all go through it.
 
     The temporary is in the same folder (so the final rename stays on one file
     system) and is deleted if the block raises, including ``KeyboardInterrupt``.
@@ -239,6 +256,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             if path.is_dir():
                 raise ImageFormatError(f"cannot replace the folder {path} with a file; remove it first")
             os.replace(tmp, path)
+            _fsync_folder(path.parent)  # make the rename itself durable
     except BaseException as exc:
         _remove(tmp)
         reason = space_problem(exc)

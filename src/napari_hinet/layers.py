@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -456,26 +456,30 @@ def restore_layer(layer: napari.layers.Image, settings: RestoreSettings) -> Laye
     return data, output_layer_kwargs(layer, region, output_name(layer.name, task), meta), "image"
 
 
-def _command(task: str, image: napari.layers.Image, **options: Any) -> LayerDataTuple:
-    """One command call: its arguments become the run's :class:`RestoreSettings`."""
-    return restore_layer(image, RestoreSettings(task=task, **options))
+def _command(task: str, summary: str) -> Callable[..., LayerDataTuple]:
+    """The napari command of ``task``: its arguments become the run's :class:`RestoreSettings`."""
 
+    def command(
+        image: napari.layers.Image,
+        model: str | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        tile: int | None = None,
+        overlap: int | None = None,
+        tiling: str = "blend",
+        out_dtype: str | None = "float32",
+    ) -> LayerDataTuple:
+        options = {"model": model, "device": device, "precision": precision, "tiling": tiling}
+        return restore_layer(
+            image, RestoreSettings(task=task, tile=tile, overlap=overlap, out_dtype=out_dtype, **options)
+        )
 
-def denoise(
-    image: napari.layers.Image,
-    model: str | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    tile: int | None = None,
-    overlap: int | None = None,
-    tiling: str = "blend",
-    out_dtype: str | None = "float32",
-) -> LayerDataTuple:
-    """Denoise an image layer with HINet; returns ``(data, kwargs, "image")`` for a new layer.
+    command.__name__ = command.__qualname__ = task
+    command.__doc__ = f"""{summary}; returns ``(data, kwargs, "image")`` for a new layer.
 
     Args:
         image: the napari image layer (2-D, RGB, or a stack; dask/multiscale read tile by tile).
-        model: registry name or weights path; ``None`` = the default denoising model.
+        model: registry name or weights path; ``None`` = the task's default model.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"``.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         tile, overlap: tile edge and overlap in pixels; ``None`` = automatic.
@@ -485,35 +489,9 @@ def denoise(
     The input layer is not modified. The kwargs carry the input's geometry and
     display settings and ``metadata["napari_hinet"]`` (provenance).
     """
-    options = {"model": model, "device": device, "precision": precision, "tiling": tiling}
-    return _command("denoise", image, tile=tile, overlap=overlap, out_dtype=out_dtype, **options)
+    return command
 
 
-def deblur(
-    image: napari.layers.Image,
-    model: str | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    tile: int | None = None,
-    overlap: int | None = None,
-    tiling: str = "blend",
-    out_dtype: str | None = "float32",
-) -> LayerDataTuple:
-    """Deblur an image layer with HINet; same arguments and result as :func:`denoise`."""
-    options = {"model": model, "device": device, "precision": precision, "tiling": tiling}
-    return _command("deblur", image, tile=tile, overlap=overlap, out_dtype=out_dtype, **options)
-
-
-def derain(
-    image: napari.layers.Image,
-    model: str | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    tile: int | None = None,
-    overlap: int | None = None,
-    tiling: str = "blend",
-    out_dtype: str | None = "float32",
-) -> LayerDataTuple:
-    """Remove rain streaks from an image layer with HINet; same arguments and result as :func:`denoise`."""
-    options = {"model": model, "device": device, "precision": precision, "tiling": tiling}
-    return _command("derain", image, tile=tile, overlap=overlap, out_dtype=out_dtype, **options)
+denoise = _command("denoise", "Denoise an image layer with HINet")
+deblur = _command("deblur", "Deblur an image layer with HINet")
+derain = _command("derain", "Remove rain streaks from an image layer with HINet")

@@ -6,7 +6,8 @@ value reads it through :class:`ModelMetadata`, so every default is written
 once, here:
 
 1. a missing or empty ``patch_size`` is 256 (the official models' patch);
-2. a missing ``name`` is ``"HINet"``, a missing ``task`` ``"unknown"``;
+2. a missing ``name`` is the caller's fallback (e.g. the file stem) or
+   ``"HINet"``, a missing ``task`` ``"unknown"``, a missing ``description`` ``""``;
 3. ``normalization`` and ``channels`` stay ``None`` when unknown (the engine's
    "auto" rules then decide, see :mod:`napari_hinet.engine.intensity`);
 4. keys this class does not name are kept in ``extra`` and written back by
@@ -40,6 +41,8 @@ class ModelMetadata:
         file: the weights file the model was loaded from, when known.
         registry_kind: ``"bundled"``, ``"official"`` or ``"user"``, when known.
         licence: licence of the weights, when known.
+        description: one line for people.
+        metrics: measured (or reported) quality numbers.
         extra: every other key of the dict (training record, metrics...).
     """
 
@@ -54,15 +57,22 @@ class ModelMetadata:
     file: str | None = None
     registry_kind: str | None = None
     licence: str | None = None
+    description: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> ModelMetadata:
-        """Read ``data`` (a model's ``metadata``; ``None`` = empty) with the defaults above."""
+    def from_dict(cls, data: dict[str, Any] | None, name: str | None = None) -> ModelMetadata:
+        """Read ``data`` (a model's ``metadata``; ``None`` = empty) with the defaults above.
+
+        ``name``: the name to use when ``data`` has none (e.g. the file stem).
+        """
         data = dict(data or {})
         names = {f.name for f in fields(cls)} - {"extra"}
         known = {k: data.pop(k) for k in list(data) if k in names}
-        known["name"] = str(known.get("name") or cls.name)
+        known["name"] = str(known.get("name") or name or cls.name)
+        known["description"] = str(known.get("description") or "")
+        known["metrics"] = dict(known.get("metrics") or {})
         known["task"] = str(known.get("task") or cls.task)
         known["config"] = dict(known.get("config") or {})
         known["patch_size"] = int(known.get("patch_size") or DEFAULT_PATCH_SIZE)

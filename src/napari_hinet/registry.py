@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TASKS = ("denoise", "deblur", "derain")
+from .metadata import DEFAULT_PATCH_SIZE, ModelMetadata
+from .settings import TASKS
 
 #: The model each task uses when the caller names none (all bundled).
 #: Photo denoising is available by name: ``"hinet-denoise-photo"``.
@@ -183,7 +184,7 @@ class ModelInfo:
     where_to_get: str = ""
     licence: str = ""
     reported_metrics: dict[str, Any] = field(default_factory=dict)
-    patch_size: int = 256
+    patch_size: int = DEFAULT_PATCH_SIZE
     metadata: dict[str, Any] = field(default_factory=dict)
     problem: str = ""
 
@@ -375,22 +376,20 @@ def _info_from_safetensors(path: Path, kind: str) -> ModelInfo:
         check_model_metadata(meta)
     except (OSError, ValueError) as exc:
         return _unusable(path, kind, exc)
-    config = meta.get("config") or {}
-    in_chn = config.get("in_chn")
-    channels = meta.get("channels") or ("gray" if in_chn in (1, 2) else "rgb")
+    md = ModelMetadata.from_dict(meta, name=path.stem)
     return ModelInfo(
-        name=str(meta.get("name") or path.stem),
-        task=str(meta.get("task") or "unknown"),
+        name=md.name,
+        task=md.task,
         kind=kind,
         available=True,
         path=path,
-        config=dict(config),
-        channels=str(channels),
-        description=str(meta.get("description") or ""),
+        config=dict(md.config),
+        channels=str(md.channels or ("gray" if md.config.get("in_chn") in (1, 2) else "rgb")),
+        description=md.description,
         file_name=path.name,
-        licence=str(meta.get("licence") or ""),
-        reported_metrics=dict(meta.get("metrics") or {}),
-        patch_size=int(meta.get("patch_size") or 256),
+        licence=str(md.licence or ""),
+        reported_metrics=dict(md.metrics),
+        patch_size=md.patch_size,
         metadata=meta,
     )
 
@@ -583,3 +582,41 @@ def default_model(task: str) -> str:
         f"checkpoint is in {_user_models_dir_path()}. Put an official checkpoint there ({hints}), "
         f"or train one with `napari-hinet train` and save it there."
     )
+
+
+def preferred_model(task: str) -> str | None:
+    """The model a picker starts with for ``task``: :func:`default_model`, else the first
+    available model listed for the task, else ``None`` (nothing to run)."""
+    try:
+        return default_model(task)
+    except LookupError:
+        available = [m.name for m in list_models(task) if m.available]
+        return available[0] if available else None
+
+
+def suggest_model(task: str, channels: str) -> str | None:
+    """The model to use for ``task`` on ``channels`` data (``"rgb"`` or ``"gray"``).
+
+    Rules, in this order:
+
+    1. :func:`preferred_model` when its channels match;
+    2. the first available bundled model of the task whose channels match,
+       then any other available one whose channels match;
+    3. :func:`preferred_model` (a model of the other kind still runs: the
+       engine maps the channels, see docs/engine.md).
+    """
+    infos = [m for m in list_models(task) if m.available]
+    default = preferred_model(task)
+    by_name = {m.name: m for m in infos}
+    if default in by_name and by_name[default].channels == channels:
+        return default
+    matching = sorted((m for m in infos if m.channels == channels), key=lambda m: m.kind != "bundled")
+    return matching[0].name if matching else default
+
+
+def base_models() -> list[ModelInfo]:
+    """Available models to start fine-tuning from: the bundled default models first (denoise,
+    deblur, derain), then the others in registry order."""
+    defaults = list(DEFAULT_MODELS.values())
+    models = [m for m in list_models() if m.available]
+    return sorted(models, key=lambda m: defaults.index(m.name) if m.name in defaults else len(defaults))

@@ -109,3 +109,16 @@ def test_subsample_bounds_size(rng):
 
 def test_mapping_forward_is_float32():
     assert Mapping(0, 255).forward(np.arange(3, dtype=np.uint8)).dtype == np.float32
+
+
+def test_training_and_inference_share_one_percentile_normalisation():
+    """One mapping and one zero-range rule: a constant image maps to 0 in training and inference."""
+    from napari_hinet.engine.intensity import DEFAULT_PERCENTILES, percentile_mapping, percentile_normalize
+    from napari_hinet.training import pool
+
+    assert pool.percentile_normalize is percentile_normalize
+    flat = np.full((16, 16), 700, np.uint16)
+    np.testing.assert_array_equal(percentile_normalize(flat), np.zeros((16, 16), np.float32))
+    img = np.random.default_rng(0).integers(0, 4000, (32, 32)).astype(np.uint16)
+    mapping = percentile_mapping(img, DEFAULT_PERCENTILES)
+    np.testing.assert_array_equal(percentile_normalize(img), mapping.forward(img))

@@ -148,12 +148,10 @@ class History:
 
 
 def _atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from ..io import atomic_output
+
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class Trainer:

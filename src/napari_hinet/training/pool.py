@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.intensity import percentile_normalize
+from ..io import atomic_output
 from . import splits
 
 __all__ = ["build_cache", "load_cache", "load_image", "percentile_normalize"]
@@ -114,9 +115,8 @@ def build_cache(pool_root: str | os.PathLike, cache_dir: str | os.PathLike) -> d
             else:
                 for i, plane in enumerate(_microscopy_planes(root / rel)):
                     arrays[f"{rel}#{i}"] = plane
-        tmp = target.with_name(target.stem + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, target)
+        with atomic_output(target) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
     return lists
 
 
