@@ -239,3 +239,24 @@ def test_lazy_tiff_and_dask_tiff_write(tmp_path):
     with tifffile.TiffFile(tmp_path / "o.tif") as tif:
         assert tif.series[0].axes == "ZYX" and len(tif.pages) == 5
         np.testing.assert_array_equal(tif.asarray(), data * 2)
+
+
+def test_read_array_is_one_reader_table_for_training_files(tmp_path):
+    """read_array: .npy/.npz/.bmp by their readers, everything else through read_image."""
+    import imageio.v3 as iio
+    import tifffile
+
+    from napari_hinet.io import ARRAY_SUFFIXES, read_array
+
+    img = np.arange(48, dtype=np.uint8).reshape(6, 8)
+    np.save(tmp_path / "a.npy", img)
+    np.savez(tmp_path / "b.npz", data=img)
+    iio.imwrite(tmp_path / "c.bmp", img)
+    iio.imwrite(tmp_path / "d.png", img)
+    tifffile.imwrite(tmp_path / "e.tif", img)
+    for name in ("a.npy", "b.npz", "c.bmp", "d.png", "e.tif"):
+        np.testing.assert_array_equal(read_array(tmp_path / name), img)
+    assert {".npy", ".npz", ".bmp", ".tif", ".png"} <= set(ARRAY_SUFFIXES)
+    np.save(tmp_path / "bad.npy", np.array([{"x": 1}], dtype=object))
+    with pytest.raises(ValueError):  # never unpickled
+        read_array(tmp_path / "bad.npy")

@@ -458,6 +458,43 @@ def _read_pillow(path: Path, fmt: str) -> LoadedImage:
     return LoadedImage(path=path, data=data, meta=meta)
 
 
+def _read_npy(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as data:
+        return np.asarray(data["data"])
+
+
+def _read_bmp(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(path, plugin="pillow"))
+
+
+#: Array files read as training data only (``napari-hinet restore`` does not take them):
+#: suffix -> reader. ``.npz``: the array named ``data``; ``.npy``: never unpickled.
+TRAINING_READERS = {".npy": _read_npy, ".npz": _read_npz, ".bmp": _read_bmp}
+#: Every suffix :func:`read_array` reads.
+ARRAY_SUFFIXES = SUPPORTED_SUFFIXES + tuple(TRAINING_READERS)
+
+
+def read_array(path: str | os.PathLike) -> np.ndarray:
+    """The pixels of one image file as a numpy array: the one reader table of the package.
+
+    Rules, in this order: 1. a suffix of :data:`TRAINING_READERS` (``.npy``,
+    ``.npz``, ``.bmp``) uses its reader; 2. everything else is read by
+    :func:`read_image` (TIFF/OME-TIFF, PNG/JPEG, zarr) and loaded into memory.
+    Training (:func:`napari_hinet.finetune`, the training pool) reads its files here.
+    """
+    path = Path(path)
+    reader = TRAINING_READERS.get(path.suffix.lower())
+    if reader is not None:
+        return reader(path)
+    return np.asarray(read_image(path).data)
+
+
 def _ome_zarr_multiscales(attrs: dict) -> tuple[list | None, str | None]:
     """(multiscales list, OME-Zarr version) from group attributes of v0.4 or v0.5."""
     if "ome" in attrs and isinstance(attrs["ome"], dict) and "multiscales" in attrs["ome"]:

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from ..engine.intensity import DEFAULT_PERCENTILES, Mapping, fixed_mapping, percentile_mapping
+from ..io import ARRAY_SUFFIXES, read_array
 from . import selfsupervised
 from .datasets import Degradation, NeighborSource, NoisyPatchSource, PairedSource, SyntheticSource, fixed_set
 from .engine import History, TrainConfig, Trainer, lr_at
@@ -82,7 +83,8 @@ REFIT_TOLERANCE = 0.05
 CLEAN_REFERENCE = "clean"
 NOISY_VIEW_N2N = "noisy view (second acquisition)"
 NOISY_VIEW_SUBSAMPLE = "noisy view (neighbour sub-sample)"
-IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
+#: Suffixes of image files in a training folder (the reader table of :func:`napari_hinet.io.read_array`).
+IMAGE_EXTENSIONS = ARRAY_SUFFIXES
 
 ImageData = np.ndarray | Sequence[np.ndarray] | str | os.PathLike
 
@@ -188,16 +190,7 @@ class FinetuneResult:
 
 # ----------------------------------------------------------------------------- images
 def _read_file(path: Path) -> np.ndarray:
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        return tifffile.imread(path)
-    import imageio.v3 as iio
-
-    return np.asarray(iio.imread(path))
+    return read_array(path)
 
 
 def _list_folder(folder: Path) -> list[Path]:

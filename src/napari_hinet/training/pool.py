@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.intensity import percentile_normalize
-from ..io import atomic_output
+from ..io import atomic_output, read_array
 from . import splits
 
 __all__ = ["build_cache", "load_cache", "load_image", "percentile_normalize"]
@@ -35,18 +35,8 @@ def _lanczos_half(img: np.ndarray) -> np.ndarray:
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a pool file: npz (key ``data``), TIFF (tifffile) or PNG/JPEG (imageio)."""
-    path = str(path)
-    if path.endswith(".npz"):
-        with np.load(path) as data:
-            return np.asarray(data["data"])
-    if path.lower().endswith((".tif", ".tiff")):
-        import tifffile
-
-        return tifffile.imread(path)
-    import imageio.v3 as iio
-
-    return np.asarray(iio.imread(path))
+    """Read a pool file (npz with key ``data``, TIFF, PNG/JPEG) by the one reader table."""
+    return read_array(path)
 
 
 def _photo_rgb(path: Path, rel: str) -> np.ndarray:
