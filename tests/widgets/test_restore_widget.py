@@ -547,6 +547,16 @@ def test_model_choice_is_shown_reset_and_settings_saved_on_change(
     state = load_widget_state("denoise")
     assert state["settings"]["tile"] is None and not state["model_chosen"]
 
+    # a choice remembered from an earlier session is used for images it fits, never silently for others
+    widget.model.value = "hinet-denoise-fluo"  # a gray model, chosen by the user
+    later = make_napari_viewer()  # the next session
+    again = _dock(later, "Denoise")
+    later.add_image(np.zeros((32, 32), np.uint16), name="gray")
+    assert again.model.value == "hinet-denoise-fluo" and again.model_source.value.startswith("Chosen by you")
+    later.add_image(np.zeros((32, 32, 3), np.uint8), name="photo", rgb=True)
+    assert again.model.value == automatic
+    assert "earlier session" in again.model_source.value and "hinet-denoise-fluo" in again.model_source.value
+
 
 def test_controls_are_locked_while_running_and_closing_the_dock_cancels(
     make_napari_viewer, stop_workers, tiny_models, qtbot

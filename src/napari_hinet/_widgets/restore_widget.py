@@ -181,6 +181,10 @@ class RestoreWidget(scrollable_container_class()):
         self._last_model: Any = None
         # True while the model follows the image (gray vs RGB); False once the user picks one
         self._model_auto = True
+        # the user's choice came from an earlier session (not made in this one): it gives way to the
+        # automatic choice for an image it does not fit (gray vs RGB), and the line under the picker says so
+        self._remembered_choice = False
+        self._model_note = ""
         self._setting_model = False
         self._clock = ProgressClock()
         self._adding_output = False  # the picker keeps the input when napari selects our new output
@@ -356,6 +360,16 @@ class RestoreWidget(scrollable_container_class()):
     def _on_image_changed(self, layer: Any) -> None:
         stack = layer is not None and layer.ndim > 2
         self.scope.visible = stack and self.source.value == "layer"
+        if layer is not None and self._worker is None and not self._model_auto and self._remembered_choice:
+            info = self._model_info(self.model.value)
+            kind = "rgb" if layer.rgb else "gray"
+            if info is not None and info.channels != kind:
+                self._model_auto = True
+                self._remembered_choice = False
+                self._model_note = (
+                    f" Your model from an earlier session, {info.name}, is for {info.channels} images: "
+                    f"not used for this {'RGB' if layer.rgb else 'gray'} image."
+                )
         if layer is not None and self._worker is None and self._model_auto:
             suggestion = self._suggest_model(layer)
             if suggestion is not None and suggestion != self.model.value:
@@ -385,6 +399,8 @@ class RestoreWidget(scrollable_container_class()):
         self._last_model = value
         if not self._setting_model:
             self._model_auto = False  # the user chose: stop following the image
+            self._remembered_choice = False
+            self._model_note = ""
         info = self._model_info(value)
         if info is None:
             text = tooltip = f"Checkpoint file {value}" if value else ""
@@ -410,7 +426,7 @@ class RestoreWidget(scrollable_container_class()):
         kind = None if layer is None else ("RGB" if layer.rgb else "gray")
         if self._model_auto:
             what = f"for {'an' if kind == 'RGB' else 'a'} {kind} image" if kind else "for this task"
-            self.model_source.value = f"Automatic: the {self._task} default {what}."
+            self.model_source.value = f"Automatic: the {self._task} default {what}.{self._model_note}"
             return
         text = "Chosen by you (remembered). Reset to defaults to follow the image again."
         info = self._model_info(self.model.value)
@@ -573,6 +589,8 @@ class RestoreWidget(scrollable_container_class()):
             self.scope.value = "whole stack"
             self.new_layer.value = False
             self._model_auto = True
+            self._remembered_choice = False
+            self._model_note = ""
             layer = self.image.value
             model = self._suggest_model(layer) if layer is not None else self._default_model()
             if model is not None:
@@ -632,6 +650,7 @@ class RestoreWidget(scrollable_container_class()):
         if state.get("source") in _SOURCES:
             self.source.value = state["source"]
         self._model_auto = not state.get("model_chosen", False)
+        self._remembered_choice = not self._model_auto
 
     def _default_model(self) -> str | None:
         """The registry's default model for the task, else the first available one, else None."""
