@@ -114,16 +114,23 @@ def cpu_has_fast_bf16() -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The compute dtype for ``precision`` on ``device`` (float32 means no autocast)."""
+def resolve_precision(precision: str, device: torch.device, *, training: bool = False) -> torch.dtype:
+    """The compute dtype for ``precision`` on ``device`` (float32 means no autocast).
+
+    The one precision resolver of inference and training. ``training=True``
+    changes two rules: ``"auto"`` is fp32 off CUDA (bf16 training on a CPU is
+    slower than fp32 there), and ``"fp16"`` needs CUDA (its gradient scaler does).
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not valid; choose one of {', '.join(PRECISIONS)}.")
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "cpu" and cpu_has_fast_bf16():
+        if device.type == "cpu" and cpu_has_fast_bf16() and not training:
             return torch.bfloat16
         return torch.float32
+    if precision == "fp16" and training and device.type != "cuda":
+        raise ValueError("precision 'fp16' (AMP with a gradient scaler) needs CUDA; use 'bf16' on CPU")
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision='fp16' is not supported on the CPU; use 'bf16' or 'fp32'.")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
