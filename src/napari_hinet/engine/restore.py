@@ -269,21 +269,15 @@ class Restorer:
                 )
 
 
-def get_restorer(
-    model: Any = None,
-    task: str | None = None,
-    device: Any = "auto",
-    precision: str = "auto",
-    compile: str = "auto",  # noqa: A002
-    backend: str = "auto",
-    stats: str = "auto",
-) -> Restorer:
+def get_restorer(model: Any = None, task: str | None = None, *args: Any, **options: Any) -> Restorer:
     """A Restorer on this process's cached model (:mod:`.cache`): loaded once per key.
 
     The widgets, the CLI and the dask path share this cache. ``model`` is a
-    registry name, a path, ``None`` (the default of ``task``) or a ``HINet``.
+    registry name, a path, ``None`` (the default of ``task``) or a ``HINet``;
+    the other arguments (``device``, ``precision``, ``compile``, ``backend``,
+    ``stats``, positional in that order or by name) are those of :func:`.cache.get_predictor`.
     """
-    return Restorer.from_predictor(get_predictor(model, task, device, precision, compile, backend, stats))
+    return Restorer.from_predictor(get_predictor(model, task, *args, **options))
 
 
 def restore(
