@@ -249,3 +249,19 @@ def test_settings_declare_backend_and_stats():
         RestoreSettings(backend="onnx")
     with pytest.raises(ValueError, match="stats"):
         RestoreSettings(stats="windowed")
+
+
+@needs_openvino
+def test_conversion_sends_no_telemetry(monkeypatch):
+    import openvino_telemetry
+
+    sent = []
+
+    def record(self, *args, **kwargs):
+        sent.append(args)
+
+    for name in ("send_event", "send_error", "send_stack_trace", "start_session"):
+        monkeypatch.setattr(openvino_telemetry.Telemetry, name, record)
+    forward = prepare(_model(), "fp32", threads=1)
+    forward(np.zeros((1, 1, 40, 40), np.float32))  # converts
+    assert sent == []

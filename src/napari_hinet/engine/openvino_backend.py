@@ -31,18 +31,21 @@ Rules, applied in this order:
    synthetic image is at least :data:`PRECISION_MIN_PSNR_DB` dB from the torch
    float32 forward, else f32 (the result is kept in ``precision_check``);
 6. any failure to import, convert or compile raises; the engine then runs
-   torch with a warning (:class:`WithFallback`).
+   torch with a warning (:class:`WithFallback`);
+7. nothing is sent anywhere: the converter's usage telemetry is switched off
+   for our conversions (:func:`_no_telemetry`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +104,29 @@ def cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("napari-hinet", appauthor=False)) / "openvino"
+
+
+@contextlib.contextmanager
+def _no_telemetry() -> Iterator[None]:
+    """Convert without OpenVINO's usage telemetry.
+
+    ``openvino.convert_model`` reports usage (to Google Analytics) unless the user
+    opted out with OpenVINO's ``opt_in_out`` tool; a restoration plugin must not
+    send anything. During the conversion the converter's telemetry module is
+    replaced by OpenVINO's own no-op stub (what it uses when ``openvino-telemetry``
+    is not installed).
+    """
+    try:
+        from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils
+    except ImportError:  # another layout: nothing to replace
+        yield
+        return
+    saved = convert_impl.tm, telemetry_utils.tm
+    convert_impl.tm = telemetry_utils.tm = telemetry_stub
+    try:
+        yield
+    finally:
+        convert_impl.tm, telemetry_utils.tm = saved
 
 
 class _Stage2(torch.nn.Module):
@@ -211,7 +237,7 @@ class OpenVINOModel:
             size = (self.example, self.example) if dynamic else (h, w)
             example = torch.zeros(1, self.channels, *size)
             shape = [-1, self.channels, -1, -1] if dynamic else [-1, self.channels, h, w]
-            with torch.no_grad(), warnings.catch_warnings():
+            with torch.no_grad(), warnings.catch_warnings(), _no_telemetry():
                 warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values
                 graph = ov.convert_model(self.net, example_input=example, input=[ov.PartialShape(shape)])
             if path is not None:
