@@ -351,6 +351,8 @@ def provenance(
         "out_dtype": options.get("out_dtype"),
         "device": device,
         "precision": precision,
+        "backend": options.get("backend"),
+        "stats": options.get("stats"),
         "source_layer": source_layer,
         "scope": region.scope,
         "region_offset": [int(v) for v in region.offset()],
@@ -404,7 +406,8 @@ def run_record(restorer: Any, settings: RestoreSettings, shape: Sequence[int], a
 
     ``tiling``, ``tile`` and ``overlap`` as the engine resolves them (``None``
     where the tiling has none; :meth:`napari_hinet.engine.Restorer.plan`),
-    ``normalization`` and ``out_dtype`` as set.
+    ``normalization`` and ``out_dtype`` as set, ``backend`` (``"openvino"`` or
+    ``"torch"``) and ``stats`` (``"global"`` or ``"local"``) as run.
     """
     plan = restorer.plan(tuple(shape), settings, axes=axes)
     return {
@@ -413,6 +416,8 @@ def run_record(restorer: Any, settings: RestoreSettings, shape: Sequence[int], a
         "overlap": plan["overlap"],
         "normalization": settings.normalization,
         "out_dtype": settings.out_dtype,
+        "backend": restorer.backend,
+        "stats": restorer.stats,
     }
 
 

@@ -265,3 +265,26 @@ def test_conversion_sends_no_telemetry(monkeypatch):
     forward = prepare(_model(), "fp32", threads=1)
     forward(np.zeros((1, 1, 40, 40), np.float32))  # converts
     assert sent == []
+
+
+def test_provenance_records_backend_and_stats():
+    from napari_hinet import Restorer
+    from napari_hinet.layers import Region, provenance, run_record
+    from napari_hinet.settings import RestoreSettings
+
+    r = Restorer(_engine_model(), backend="torch", stats="local", **FP32)
+    settings = RestoreSettings(backend="torch", stats="local")
+    options = run_record(r, settings, (600, 80), "YX")
+    assert (options["backend"], options["stats"], options["tile"]) == ("torch", "local", 512)
+    meta = provenance(
+        model_metadata=r.info,
+        task="denoise",
+        source_layer="x",
+        region=Region((), slice(0, 600), slice(0, 80), "image"),
+        options=options,
+        device="cpu",
+        precision=r.precision,
+        seconds=1.0,
+        pixels=48000,
+    )
+    assert meta["backend"] == "torch" and meta["stats"] == "local"

@@ -824,7 +824,8 @@ class RestoreWidget(scrollable_container_class()):
         self.progress_text.value = f"Done in {format_seconds(result.seconds)}."
         rate = format_megapixels_rate(result.pixels, result.seconds)
         self.status.value = (
-            f"{result.device} · {result.precision} · {rate} · {result.seconds:.1f} s · "
+            f"{result.device} · {result.options.get('backend', 'torch')} {result.precision} · {rate} · "
+            f"{result.seconds:.1f} s · "
             f"model {result.model_metadata.get('name', '?')}"
         )
 
