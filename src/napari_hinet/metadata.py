@@ -41,6 +41,7 @@ class ModelMetadata:
         file: the weights file the model was loaded from, when known.
         registry_kind: ``"bundled"``, ``"official"`` or ``"user"``, when known.
         licence: licence of the weights, when known.
+        statistics: ``"local"`` for a model trained with local (TLC) statistics, else ``None`` (global).
         description: one line for people.
         metrics: measured (or reported) quality numbers.
         extra: every other key of the dict (training record, metrics...).
@@ -57,6 +58,7 @@ class ModelMetadata:
     file: str | None = None
     registry_kind: str | None = None
     licence: str | None = None
+    statistics: str | None = None
     description: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)

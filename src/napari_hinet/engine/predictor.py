@@ -147,10 +147,11 @@ class Predictor:
         source, owned = load_network(model, task)
         self.metadata: dict[str, Any] = dict(getattr(source, "metadata", {}) or {})
         self.config: dict[str, Any] = dict(source.config)
+        info = ModelMetadata.from_dict(self.metadata)
         if stats == "auto":
-            stats = "local" if self.metadata.get("statistics") == "local" else "global"
+            stats = "local" if info.statistics == "local" else "global"
         if stats == "local":
-            patch = ModelMetadata.from_dict(self.metadata).patch_size
+            patch = info.patch_size
             source = set_statistics(source if owned else copy.deepcopy(source), "local", patch)
             owned = True
         self.stats = stats

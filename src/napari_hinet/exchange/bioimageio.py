@@ -65,6 +65,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_output
+from ..metadata import ModelMetadata
 from ..model import HINet
 from .network import architecture_source, as_model, local_statistics
 from .onnx import OPSET, export_onnx
@@ -94,7 +95,7 @@ _SAMPLES = {"denoise": "noisy_photo", "deblur": "blurred_photo", "derain": "rain
 def package_layout(model: HINet) -> dict[str, int]:
     """Size rules of rule 2 and 4: ``{"step", "min", "halo"}`` in pixels for ``model``."""
     m = model.size_multiple
-    patch = int(model.metadata.get("patch_size") or 256)
+    patch = ModelMetadata.from_dict(model.metadata).patch_size
     halo = max(1, patch // 8)
     minimum = -(-max(2 * m, 2 * halo + m) // m) * m
     return {"step": m, "min": minimum, "halo": halo}
