@@ -181,8 +181,8 @@ AUTO_MIN_RANGE = 0.5
 def used_range(sample: np.ndarray, dtype: np.dtype) -> float:
     """Fraction of the fixed range (:func:`dtype_range`) spanned by the 1st..99.8th percentiles of ``sample``."""
     low, high = dtype_range(dtype)
-    p_low, p_high = np.percentile(sample.astype(np.float64, copy=False), (1.0, 99.8))
-    return float(p_high - p_low) / (high - low)
+    used = percentile_mapping(sample, DEFAULT_PERCENTILES)
+    return (used.high - used.low) / (high - low)
 
 
 def output_clip(dtype: np.dtype, normalization: str) -> tuple[float, float] | None:

@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..engine.intensity import percentile_mapping, percentile_normalize
 from ..io import atomic_output
 from ..metadata import ModelMetadata
 from ..model import HINet
@@ -198,8 +199,7 @@ def _engine_output(model: HINet, test_input: np.ndarray, fixed: bool, percentile
     )
     out = np.moveaxis(out, -1, 0) if test_input.shape[0] == 3 else out[None]
     if not fixed:
-        low, high = np.percentile(test_input.astype(np.float64), percentiles)
-        out = (out - np.float32(low)) / np.float32(high - low if high > low else 1.0)
+        out = percentile_mapping(test_input, tuple(percentiles)).forward(out)  # the engine's mapping
     return out.astype(np.float32)
 
 
@@ -212,8 +212,7 @@ def _cover(before: np.ndarray, after: np.ndarray, path: Path, fixed: bool) -> No
         shown = [before.astype(np.float32), after]
     else:
         lo, hi = 0.0, 1.0
-        low, high = np.percentile(before.astype(np.float64), [1.0, 99.8])
-        shown = [(before - low) / (high - low if high > low else 1.0), after]
+        shown = [percentile_normalize(before), after]
     tiles = [np.clip((np.moveaxis(t, 0, -1) - lo) / (hi - lo) * 255.0, 0, 255) for t in shown]
     pair = np.concatenate(tiles, axis=1).round().astype(np.uint8)
     pair = pair.repeat(4, axis=0).repeat(4, axis=1)  # 4x: a 64-pixel crop is too small to look at
