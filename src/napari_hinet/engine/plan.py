@@ -193,7 +193,7 @@ def plan_run(
     groups = channel_groups(model.in_channels, layout)
     m = model.size_multiple
     default = model.patch_size
-    if model.extra.get("statistics") == "local":
+    if model.statistics == "local":
         default = max(LOCAL_TILE, 2 * model.patch_size)
     tile = round_up(max(settings.tile or default, 2 * m), m)
     overlap = settings.overlap
