@@ -390,7 +390,7 @@ def test_per_file_errors_do_not_stop_the_batch(tmp_path, tiny_models):
     folder = tmp_path / "in"
     folder.mkdir()
     iio.imwrite(folder / "a.png", np.zeros((40, 40), np.uint8))
-    iio.imwrite(folder / "b.png", np.zeros((40, 40), np.uint8))
+    (folder / "b.png").write_bytes(b"not a png")  # fails when read; a.png is still restored
     code, text = run_cli(
         "restore",
         str(folder),
@@ -400,13 +400,12 @@ def test_per_file_errors_do_not_stop_the_batch(tmp_path, tiny_models):
         str(tiny_models["gray"]),
         "--device",
         "cpu",
-        "--out-dtype",
-        "float32",
         "--no-progress",
     )
     assert code == 1
-    assert text.count("PNG cannot store float32") >= 2 and "failed 2" in text
-    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    assert "cannot read it as png" in text and "restored 1" in text and "failed 1" in text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
+    # --out-dtype float32 to PNG is refused before anything is computed (tests/reliability)
 
 
 def test_unknown_device_is_a_usage_error(tmp_path, tiny_models):
