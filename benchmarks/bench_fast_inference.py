@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fast inference (issue 11): bare torch fp32 forward vs the old and the new default path, in one run.
+"""Fast inference (issue 11): bare torch fp32 forward, the default path and the OpenVINO path, in one run.
 
 Two cases, each on the CPU with ``--threads`` threads (default 2):
 
@@ -13,13 +13,13 @@ Two cases, each on the CPU with ``--threads`` threads (default 2):
 Rows:
 
 * ``bare torch fp32``: one forward of the whole image (``run_any_size``, float32);
-* ``old default``: the engine as before this issue: ``backend="torch"``, default
-  precision (bf16 autocast on bf16 CPUs), default tiles;
-* ``new default``: the engine's defaults now (``backend="auto"``: OpenVINO
-  where installed);
+* ``default (torch)``: the engine's default path, before and after this issue
+  (``backend="auto"`` = torch, default precision: bf16 autocast on bf16 CPUs,
+  default tiles);
+* ``openvino``: the same with ``backend="openvino"`` (opt-in; docs/engine.md says
+  why it is not the default);
 * ``... fp32`` rows: the same tiling in float32 (the reference of each mode);
-* with ``--contention``: old and new default again while a second process
-  keeps one core busy.
+* with ``--contention``: both again while a second process keeps one core busy.
 
 Columns: median seconds of ``--repeats`` runs after a first run (``prepare_s``:
 building the Restorer, incl. precision self-check and OpenVINO conversion, which
@@ -82,7 +82,7 @@ def fluo_image(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_case(name: str, model, x: torch.Tensor, clean, noisy, axes: str, peak: float, args) -> list[dict]:
-    """Rows of one case: bare fp32 forward of ``x`` (1, C, H, W), old/new default on ``noisy``.
+    """Rows of one case: bare fp32 forward of ``x`` (1, C, H, W), engine paths on ``noisy``.
 
     ``clean`` (data units, or None) and ``peak`` (data units) give the PSNR columns.
     """
@@ -97,8 +97,8 @@ def run_case(name: str, model, x: torch.Tensor, clean, noisy, axes: str, peak: f
     rows.append(bare_row)
 
     engines = {
-        "old default (torch)": dict(backend="torch"),
-        "new default": dict(),
+        "default (torch)": dict(),
+        "openvino": dict(backend="openvino"),
         "torch fp32 (same tiles)": dict(backend="torch", precision="fp32"),
     }
     if args.all:
@@ -133,7 +133,7 @@ def run_case(name: str, model, x: torch.Tensor, clean, noisy, axes: str, peak: f
         spinner = mp.Process(target=_spin, args=(stop,), daemon=True)
         spinner.start()
         try:
-            for label in ("old default (torch)", "new default"):
+            for label in ("default (torch)", "openvino"):
                 r = restorers[label]
                 row = {"case": name, "path": f"{label}, 1 core busy", "backend": r.backend}
                 row.update(timed(lambda r=r: r.restore(noisy, axes=axes), args.repeats, warmup=0))

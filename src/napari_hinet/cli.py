@@ -154,7 +154,7 @@ def _add_restore_parser(sub: argparse._SubParsersAction) -> None:
         "--backend",
         default="auto",
         choices=BACKENDS,
-        help="who runs the network: auto (default: OpenVINO on the CPU when installed, else torch), torch, openvino",
+        help="who runs the network: auto (default: torch), torch, openvino (CPU; the [openvino] extra)",
     )
     eng.add_argument(
         "--stats",

@@ -10,10 +10,11 @@ stage-2 output of the same shape.
 
 Rules, applied in this order:
 
-1. ``backend="auto"`` means OpenVINO on the CPU when the ``openvino`` package
-   imports, else torch; CUDA and MPS always run torch. ``"openvino"`` on
-   another device is an error; ``"openvino"`` without the package falls back
-   to torch with a warning (:func:`resolve_backend`);
+1. ``backend="auto"`` runs torch: measured, OpenVINO is 1.1-1.4x faster on a
+   CPU the run has to itself but 1.75x slower when another process keeps a
+   core busy (docs/engine.md, "Backends"), so it is opt-in. ``"openvino"``
+   runs it on the CPU; on another device that is an error, and without the
+   package it falls back to torch with a warning (:func:`resolve_backend`);
 2. the network is converted from torch directly (``openvino.convert_model``,
    TorchScript tracing) once, with dynamic batch, height and width. It is
    traced at ``example`` pixels, the smallest size whose feature maps exceed
@@ -76,23 +77,20 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """``"torch"`` or ``"openvino"`` for ``backend`` on ``device`` (rule 1)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not valid; choose one of {', '.join(BACKENDS)}.")
-    if backend == "torch":
+    if backend in ("torch", "auto"):
         return "torch"
     if device.type != "cpu":
-        if backend == "openvino":
-            raise ValueError(
-                f"backend='openvino' runs on the CPU only, not on {device}; "
-                "use device='cpu' or backend='torch' (or 'auto')."
-            )
-        return "torch"
+        raise ValueError(
+            f"backend='openvino' runs on the CPU only, not on {device}; "
+            "use device='cpu' or backend='torch' (or 'auto')."
+        )
     if openvino_available():
         return "openvino"
-    if backend == "openvino":
-        warnings.warn(
-            "backend='openvino' was requested but the openvino package does not import; running torch. "
-            "Install it with: pip install openvino",
-            stacklevel=3,
-        )
+    warnings.warn(
+        "backend='openvino' was requested but the openvino package does not import; running torch. "
+        "Install it with: pip install 'napari-hinet[openvino]'",
+        stacklevel=3,
+    )
     return "torch"
 
 

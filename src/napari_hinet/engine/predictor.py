@@ -32,11 +32,12 @@ Two choices are made between steps 1 and 2:
   HIN blocks to TLC local statistics (:func:`napari_hinet.model.set_statistics`,
   window = the model's ``patch_size``); ``"auto"`` follows the model's
   ``metadata["statistics"]`` and is ``"global"`` without it;
-* ``backend`` (:data:`~napari_hinet.settings.BACKENDS`): ``"auto"`` runs
-  OpenVINO on the CPU when it is installed (:mod:`.openvino_backend`, which
-  does its own bf16 self-check, so step 3 is skipped and a torch fallback runs
-  in float32 unless ``precision="bf16"``); any failure to convert, compile or
-  run falls back to torch with a warning, for the rest of the predictor's life.
+* ``backend`` (:data:`~napari_hinet.settings.BACKENDS`): ``"openvino"`` runs
+  OpenVINO on the CPU (:mod:`.openvino_backend`, which does its own bf16
+  self-check, so step 3 is skipped and a torch fallback runs in float32
+  unless ``precision="bf16"``); any failure to convert, compile or run falls
+  back to torch with a warning, for the rest of the predictor's life.
+  ``"auto"`` is torch (see :func:`.openvino_backend.resolve_backend`).
 
 ``forward`` holds the predictor's lock, so one Predictor may be shared by the
 threads of a dask scheduler (:mod:`.cache` shares one per process).

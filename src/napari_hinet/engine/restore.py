@@ -132,7 +132,7 @@ class Restorer:
         compile: ``"on"`` runs ``torch.compile`` (inductor, frozen weights; needs a C++
             compiler; a failed compile falls back to eager with a warning), ``"off"``
             never; ``"auto"`` follows :data:`.predictor.COMPILE_MIN_FORWARDS` (currently: off).
-        backend: ``"auto"`` (OpenVINO on the CPU where installed), ``"torch"``, ``"openvino"``.
+        backend: ``"auto"`` (= torch), ``"torch"``, ``"openvino"`` (CPU, opt-in).
         stats: ``"auto"``, ``"global"``, ``"local"`` (TLC local statistics; see docs/engine.md).
 
     Attributes:
