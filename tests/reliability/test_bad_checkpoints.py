@@ -287,6 +287,7 @@ CASES = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the protocol-4 pickle
 @pytest.mark.parametrize("build,error,match", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_checkpoint_is_refused_with_our_error(tmp_path, tiny_files, build, error, match):
     path = build(tmp_path, tiny_files)
