@@ -658,8 +658,11 @@ def check_outputs(jobs: Sequence[Job], settings: Any) -> None:
     """Refuse, before anything is computed, outputs that could not be written.
 
     Rules, in this order: 1. ``out_dtype="float32"`` cannot go to PNG or JPEG;
-    2. every output folder must be a folder (or creatable) and writable, which
-    is tried by creating and removing a hidden file in it. Raises :class:`UsageError`.
+    2. a PNG or JPEG output must be able to hold its input's dtype and shape
+    (:func:`napari_hinet.io.check_writable`; the input's header is read, an
+    unreadable input is left to fail on its own); 3. every output folder must be
+    a folder (or creatable) and writable, which is tried by creating and
+    removing a hidden file in it. Raises :class:`UsageError`.
     """
     import tempfile
 
@@ -670,6 +673,17 @@ def check_outputs(jobs: Sequence[Job], settings: Any) -> None:
                     f"--out-dtype float32 cannot be written as {job.target.suffix} ({job.target}); "
                     "write .tif or .zarr, or drop --out-dtype"
                 )
+    for job in jobs:
+        if job.action == "skip" or imio.file_format(job.target) not in ("png", "jpeg"):
+            continue
+        try:
+            meta = imio.read_image(job.source, lazy=True).meta
+        except imio.ImageFormatError:
+            continue  # reported when the file's turn comes; the batch goes on
+        try:
+            imio.check_writable(job.target, settings.out_dtype or meta.dtype, meta.shape)
+        except imio.ImageFormatError as exc:
+            raise UsageError(f"{exc} (input {job.source}: {meta.dtype}, shape {tuple(meta.shape)})") from None
     for folder in sorted({job.target.parent for job in jobs if job.action != "skip"}):
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ __all__ = [
     "LoadedImage",
     "OutputSpaceError",
     "atomic_output",
+    "check_writable",
     "file_format",
     "is_supported",
     "list_images",
@@ -575,13 +576,10 @@ def write_image(path: str | os.PathLike, data: Any, meta: ImageMeta | None = Non
             float32 as PNG, 16-bit as JPEG, more than 4 channels as PNG).
     """
     path = Path(path)
+    check_writable(path, data.dtype, data.shape)
     fmt = file_format(path)
-    if fmt is None:
-        raise ImageFormatError(f"{path}: unsupported output type; use one of {', '.join(SUPPORTED_SUFFIXES)}")
     if meta is not None and tuple(meta.shape) != tuple(data.shape):
         meta = ImageMeta(format=meta.format, axes=None, shape=tuple(data.shape), dtype=str(data.dtype))
-    if fmt in ("png", "jpeg"):
-        _check_pillow(path, fmt, data)
     with atomic_output(path) as tmp:
         if fmt in ("tiff", "ome-tiff"):
             _write_tiff(tmp, fmt, data, meta)
@@ -707,15 +705,28 @@ def _ome_unit(unit: str) -> str:
     )
 
 
-def _check_pillow(path: Path, fmt: str, data: Any) -> None:
-    dtype = np.dtype(data.dtype)
+def check_writable(path: str | os.PathLike, dtype: Any, shape: tuple[int, ...]) -> None:
+    """Raise :class:`ImageFormatError` if the format of ``path`` cannot hold pixels of ``dtype`` and ``shape``.
+
+    Rules, in this order: the suffix must be supported; PNG holds uint8 or uint16,
+    JPEG uint8 only; both hold one 2-D image, gray or with 1-4 (PNG) or 1 or 3
+    (JPEG) channels last. TIFF and zarr hold any numeric array. Used by
+    :func:`write_image` and, before anything is computed, by the CLI.
+    """
+    path = Path(path)
+    fmt = file_format(path)
+    if fmt is None:
+        raise ImageFormatError(f"{path}: unsupported output type; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    if fmt not in ("png", "jpeg"):
+        return
+    dtype = np.dtype(dtype)
     ok = ("uint8",) if fmt == "jpeg" else ("uint8", "uint16")
     if dtype.name not in ok:
         raise ImageFormatError(
             f"{path}: {fmt.upper()} cannot store {dtype.name} pixels (it holds {' or '.join(ok)}); "
-            "write a .tif instead, or keep the input dtype (no --out-dtype float32)"
+            "write a .tif or .zarr instead"
         )
-    shape = tuple(data.shape)
+    shape = tuple(shape)
     if not (
         len(shape) == 2 or (len(shape) == 3 and shape[-1] in ((1, 3) if fmt == "jpeg" else (1, 2, 3, 4)))
     ):

@@ -136,3 +136,31 @@ def test_cli_unwritable_output_folder_is_refused_before_computing(tmp_path, tiny
 def test_cli_without_a_model_choice(tmp_path):
     code, text = run_cli("restore", _tif(tmp_path), "-o", str(tmp_path / "out"))
     assert code == 2 and "say which model to use" in text
+
+
+INPUTS_FOR_PILLOW = [
+    # id, input array, output name, message words
+    ("float32-tif-to-png", np.zeros((40, 40), np.float32), "out.png", "PNG cannot store float32"),
+    ("uint16-tif-to-jpeg", np.zeros((40, 40), np.uint16), "out.jpg", "JPEG cannot store uint16"),
+    ("stack-to-png", np.zeros((3, 40, 40), np.uint8), "out.png", "PNG holds one 2-D"),
+]
+
+
+@pytest.mark.parametrize(
+    "data,output,words", [c[1:] for c in INPUTS_FOR_PILLOW], ids=[c[0] for c in INPUTS_FOR_PILLOW]
+)
+def test_cli_input_a_format_cannot_hold_is_refused_before_computing(
+    tmp_path, tiny_files, data, output, words
+):
+    tifffile.imwrite(tmp_path / "in.tif", data)
+    code, text = run_cli(
+        "restore",
+        str(tmp_path / "in.tif"),
+        "-o",
+        str(tmp_path / output),
+        "--model",
+        str(tiny_files["safetensors"]),
+        "--no-progress",
+    )
+    assert code == 2, text
+    assert words in text and "restored" not in text and not (tmp_path / output).exists()
