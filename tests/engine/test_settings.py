@@ -60,3 +60,27 @@ def test_restore_accepts_settings_kwargs(tiny):
     img = np.zeros((40, 40, 3), np.uint8)
     out = restore(img, tiny, **kwargs)
     assert out.shape == img.shape and out.dtype == np.uint8
+
+
+def test_settings_are_the_one_declaration_of_the_options(tiny):
+    """restore()/Restorer take settings= and options; an unknown option is refused by name."""
+    from napari_hinet import Restorer
+
+    s = RestoreSettings(
+        tile=32, overlap=8, precision="fp32", device="cpu", compile="off", out_dtype="float32"
+    )
+    img = np.random.default_rng(0).integers(0, 255, (40, 40, 3)).astype(np.uint8)
+    a = restore(img, tiny, settings=s)
+    b = Restorer(tiny, **{k: v for k, v in s.model_kwargs().items() if k not in ("model", "task")}).restore(
+        img, s
+    )
+    every = {**s.model_kwargs(), **s.run_kwargs()}
+    c = restore(img, tiny, **{k: v for k, v in every.items() if k != "model"})
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+    assert a.dtype == np.float32
+    with pytest.raises(TypeError, match="tilesize"):
+        restore(img, tiny, tilesize=3)
+    with pytest.raises(ValueError, match="tiling"):
+        restore(img, tiny, settings=s, tiling="grid")
+    assert s.replace(tile=64).tile == 64 and s.tile == 32
