@@ -152,7 +152,7 @@ INPUTS_FOR_PILLOW = [
 def test_cli_input_a_format_cannot_hold_is_refused_before_computing(
     tmp_path, tiny_files, data, output, words
 ):
-    tifffile.imwrite(tmp_path / "in.tif", data)
+    tifffile.imwrite(tmp_path / "in.tif", data, photometric="minisblack")
     code, text = run_cli(
         "restore",
         str(tmp_path / "in.tif"),
