@@ -135,3 +135,11 @@ def test_user_model_shadowing_a_bundled_name_is_renamed(tmp_models_dir):
     assert names.count("hinet-denoise-fluo") == 1
     assert "hinet-denoise-fluo (mine.safetensors)" in names
     assert load_model("hinet-denoise-fluo").metadata["registry_kind"] == "bundled"
+
+
+@pytest.mark.parametrize("kind", MODELS_DIRS)
+def test_unusable_models_folder_cli_info_still_works(tmp_path, monkeypatch, kind):
+    monkeypatch.setenv("HINET_MODELS_DIR", str(_models_dir(kind, tmp_path)))
+    code, text = run_cli("info", "--json")
+    assert code == 0, text
+    assert '"user_models_dir"' in text
