@@ -107,6 +107,39 @@ def tiny_config(**changes):
     return FinetuneConfig(**{**base, **changes})
 
 
+def signal_cli(argv: list[str], sig: int, ready, timeout: float = 180.0) -> tuple[int, str]:
+    """``napari-hinet ARGV`` in a child process, sent ``sig`` once ``ready()`` is true.
+
+    A real process, as a user's ``kill`` or Ctrl-C reaches it: sending the signal
+    to the test process itself races with the handlers of torch, OpenMP and
+    OpenVINO threads (a segmentation fault was seen in CI). Returns (exit code,
+    stdout + stderr).
+    """
+    import signal as _signal
+    import subprocess
+    import sys
+    import time
+
+    code = "import sys; from napari_hinet.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.communicate()[0] if proc.poll() is not None else ""
+                raise AssertionError(f"the command ended (or hung) before the signal was sent: {out}")
+            time.sleep(0.05)
+        proc.send_signal(_signal.Signals(sig))
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out
+
+
 def run_cli(*argv: str) -> tuple[int, str]:
     """``napari-hinet ARGV`` in this process; returns (exit code, stdout + stderr)."""
     from napari_hinet import cli

@@ -7,11 +7,9 @@ ends ``train`` and ``restore`` with 143, SIGINT with 130 (the exit-code table).
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 import signal
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from napari_hinet.checkpoints import RunStateError
 from napari_hinet.cli import EXIT_TERMINATED, EXIT_USAGE
 from napari_hinet.training.finetune import FinetuneJob
 
-from .conftest import run_cli, tiny_config, tiny_hinet
+from .conftest import run_cli, signal_cli, tiny_config, tiny_hinet
 
 
 def _data(tmp: Path) -> tuple[Path, Path]:
@@ -189,14 +187,8 @@ def _train_argv(data: Path, run: Path, steps: int) -> list[str]:
 def test_cli_train_signal_exit_code_and_checkpoint(good_run, tmp_path, sig, code):
     """The signal arrives during training; the state is saved and the exit code follows the table."""
     run = tmp_path / "run"
-    timer = threading.Timer(1.5, os.kill, (os.getpid(), sig))
-    timer.start()
-    try:
-        got, text = run_cli(
-            *_train_argv(good_run, run, steps=100_000), "--output", str(tmp_path / "m.safetensors")
-        )
-    finally:
-        timer.cancel()
+    argv = [*_train_argv(good_run, run, steps=100_000), "--output", str(tmp_path / "m.safetensors")]
+    got, text = signal_cli(argv, sig, ready=lambda: (run / "last.pt").is_file())
     assert got == code, text
     assert (run / "last.pt").is_file() and not (tmp_path / "m.safetensors").exists()
     assert "resume with the same command" in text
@@ -221,21 +213,11 @@ def test_cli_restore_signal_leaves_complete_files_only(tmp_path, tiny_files, sig
         tifffile.imwrite(src / f"{i}.tif", rng.integers(0, 255, (384, 384), dtype=np.uint8))
     argv = ["restore", str(src), "-o", str(out), "--model", str(tiny_files["safetensors"]), "--tile", "32"]
     argv += ["--overlap", "0", "--no-progress"]
-    stop = threading.Event()
 
-    def kill_after_first_output() -> None:  # the signal arrives while the batch is running
-        while not stop.wait(0.05):
-            if out.is_dir() and any(p.suffix == ".tif" for p in out.iterdir()):
-                os.kill(os.getpid(), sig)
-                return
+    def first_output_written() -> bool:  # the signal arrives while the batch is running
+        return out.is_dir() and any(p.suffix == ".tif" for p in out.iterdir())
 
-    watcher = threading.Thread(target=kill_after_first_output, daemon=True)
-    watcher.start()
-    try:
-        got, text = run_cli(*argv)
-    finally:
-        stop.set()
-        watcher.join()
+    got, text = signal_cli(argv, sig, ready=first_output_written)
     assert got == code, text
     assert "rerun with --skip-existing to resume" in text
     written = sorted(p.name for p in out.iterdir()) if out.exists() else []
