@@ -24,6 +24,7 @@ data) and goes into the exported model's metadata.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -175,13 +176,15 @@ def build_sources(cfg: dict, cache: Path):
     min_texture = float(data.get("min_texture", 0.0))
     gray_share = float(data.get("gray_share", 0.0))
     train = SyntheticSource(nat_train, deg, min_texture=min_texture, gray_share=gray_share)
-    val = SyntheticSource(nat_val, deg, min_texture=min_texture, gray_share=gray_share)
+    # validation keeps unclipped noise (file_share 0) so that runs stay comparable across phases
+    val_deg = dataclasses.replace(deg, file_share=0.0)
+    val = SyntheticSource(nat_val, val_deg, min_texture=min_texture, gray_share=gray_share)
     if data.get("microscopy"):
         w = float(data.get("microscopy_weight", 0.35))
         micro_train = list(load_cache(cache, "micro_train").values())
         micro_val = list(load_cache(cache, "micro_val").values())
         train = MixtureSource([train, SyntheticSource(micro_train, deg)], [1 - w, w])
-        val = MixtureSource([val, SyntheticSource(micro_val, deg)], [0.5, 0.5])
+        val = MixtureSource([val, SyntheticSource(micro_val, val_deg)], [0.5, 0.5])
     return train, val
 
 

@@ -110,3 +110,15 @@ def test_gray_share_is_a_share():
     gen = np.random.default_rng(2)
     grays = sum(np.array_equal(x[..., 0], x[..., 1]) for x, _ in (src.sample(gen, 8) for _ in range(200)))
     assert 40 <= grays <= 80
+
+
+def test_file_share_stores_noisy_patches_as_8_bit_files_would():
+    rng = np.random.default_rng(0)
+    clean = rng.random((32, 32, 1)).astype(np.float32)
+    as_file = Degradation("gaussian", sigma_255=(50, 50), file_share=1.0)
+    noisy, target = as_file.apply(clean, np.random.default_rng(1))
+    assert noisy.min() >= 0.0 and noisy.max() <= 1.0  # clipped
+    np.testing.assert_allclose(noisy * 255, np.round(noisy * 255), atol=1e-4)  # 8-bit steps
+    np.testing.assert_array_equal(target, clean)
+    raw, _ = Degradation("gaussian", sigma_255=(50, 50)).apply(clean, np.random.default_rng(1))
+    assert raw.min() < 0.0 or raw.max() > 1.0  # without it the noise is not clipped
