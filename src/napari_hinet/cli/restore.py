@@ -1,42 +1,14 @@
-"""The ``napari-hinet`` command: restore files and folders, train, list models, show the setup.
+"""``napari-hinet restore``: plan the jobs (input -> output), check them, restore each file.
 
-Subcommands::
-
-    napari-hinet restore INPUT... -o OUTPUT [--task T | --model M] [options]
-    napari-hinet train ...            (fine-tuning; see ``napari-hinet train -h``)
-    napari-hinet models [--task T] [--json]
-    napari-hinet info [--json]
-    napari-hinet export MODEL -o PATH [--format bioimageio|onnx|torchscript]   (docs/sharing.md)
-
-``restore`` reads TIFF/OME-TIFF, PNG/JPEG and zarr/OME-Zarr (see
-:mod:`napari_hinet.io`), restores each image with one model loaded once, and
-writes every output atomically with the input's metadata. A folder in gives a
-folder out with the same file names. Zarr inputs are processed lazily with dask
-(chunk by chunk), so they may be larger than memory.
-
-Exit codes, the same for every subcommand (also in ``docs/reliability.md``):
-
-====  ==========================================================================
-0     done: every input restored (or skipped), the model trained and saved
-1     partly done: some inputs failed (each reported; the others were done),
-      or training diverged (the last good state is kept)
-2     refused before any work: bad arguments, unknown or unusable model,
-      checkpoint or run state, no inputs, unwritable output, invalid data
-3     stopped: no space for an output (disk full, quota, size limit); the
-      outputs written before are complete, no partial file is left
-70    internal error (a bug): the message says what failed; please report it
-130   interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM); both leave
-      no partial output, and training keeps a checkpoint to resume from
-====  ==========================================================================
+:func:`plan_jobs`, :func:`mark_existing` and :func:`check_outputs` refuse a bad
+batch before anything is computed; :func:`restore_files` is the GUI-free loop
+that the command and the napari folder mode both run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__  # sets a passive OpenMP wait policy before torch is imported
-from . import io as imio
-from .dask_support import dask_progress, is_dask_array
-from .settings import (
+from .. import io as imio
+from ..dask_support import is_dask_array
+from ..settings import (
     BACKENDS,
     COMPILE_MODES,
     NORMALIZATIONS,
@@ -57,23 +28,8 @@ from .settings import (
     TASKS,
     TILINGS,
 )
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_NO_SPACE = 3
-EXIT_INTERNAL = 70
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
-
-
-class UsageError(Exception):
-    """A problem with the command line; reported with exit code 2."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM received (a batch scheduler ending the job); handled like Ctrl-C."""
-
+from .exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated, UsageError
+from .progress import DaskBar, TileBar, open_files_bar, write_line
 
 # --------------------------------------------------------------------------- parser
 
@@ -98,7 +54,8 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _add_restore_parser(sub: argparse._SubParsersAction) -> None:
+def add_restore_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``restore`` to the subcommands ``sub``; it runs :func:`run_restore`."""
     p = sub.add_parser(
         "restore",
         help="restore image files or folders with a HINet model",
@@ -190,294 +147,7 @@ def _add_restore_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_restore)
 
 
-def _add_models_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list models and whether they are available here")
-    p.add_argument("--task", choices=TASKS, help="only the models for this task")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run_models)
-
-
-def _add_info_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="versions, devices and folders")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run_info)
-
-
-def _add_train_parser(sub: argparse._SubParsersAction, real: bool) -> None:
-    """``napari-hinet train`` from :mod:`napari_hinet.training.cli`.
-
-    The training module imports torch (seconds), so it is imported only when
-    the command line asks for ``train``; otherwise a light entry lists it.
-    """
-    if not real:
-        p = sub.add_parser("train", help="fine-tune a model on your images (see `napari-hinet train -h`)")
-        p.set_defaults(func=lambda args: EXIT_USAGE)  # not reached: main() builds the real parser for train
-        return
-    try:
-        from .training.cli import add_train_parser, run_train
-    except ImportError as exc:
-        missing = str(exc)
-        p = sub.add_parser("train", help="fine-tune a model (not available in this installation)")
-        p.set_defaults(func=lambda args: _unavailable_train(missing))
-        return
-    p = add_train_parser(sub)
-    p.set_defaults(func=run_train)
-
-
-def _add_export_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export", help="write a model as a bioimage.io package, ONNX or TorchScript (docs/sharing.md)"
-    )
-    p.add_argument("model", metavar="MODEL", help="registry name (`napari-hinet models`) or weights file")
-    p.add_argument("-o", "--output", required=True, type=Path, help="file to write (.zip, .onnx, .pt)")
-    p.add_argument(
-        "--format",
-        choices=("bioimageio", "onnx", "torchscript"),
-        help="default: from the output suffix (.onnx, .pt), else bioimageio",
-    )
-    p.add_argument("--name", help="package name (bioimageio)")
-    p.add_argument("--description", help="package description (bioimageio)")
-    p.add_argument("--author", action="append", help="package author; repeat for several (bioimageio)")
-    p.add_argument("--licence", help="SPDX licence id of the weights, e.g. MIT (bioimageio)")
-    p.add_argument("--check", action="store_true", help="run bioimageio.core's model test on the package")
-    p.set_defaults(func=run_export)
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """``napari-hinet export``: one model to one file, via :func:`napari_hinet.exchange.export`."""
-    from .exchange import export, format_for
-
-    fmt = args.format or format_for(args.output)
-    fields = {"name": args.name, "description": args.description, "authors": args.author}
-    fields["licence"] = args.licence
-    metadata = {k: v for k, v in fields.items() if v is not None}
-    try:
-        path = export(args.model, args.output, format=fmt, **metadata)
-    except (KeyError, FileNotFoundError, ValueError, ImportError) as exc:
-        raise UsageError(exc.args[0] if isinstance(exc, KeyError) else str(exc)) from None
-    print(f"wrote {path} ({fmt}, {path.stat().st_size / 1e6:.1f} MB)")
-    if args.check and fmt == "bioimageio":
-        from bioimageio.core import test_model
-
-        summary = test_model(path)
-        print(f"bioimageio.core test: {summary.status}")
-        return EXIT_OK if summary.status == "passed" else EXIT_FAILED
-    return EXIT_OK
-
-
-def _unavailable_train(reason: str) -> int:
-    print(f"napari-hinet train is not available here: {reason}", file=sys.stderr)
-    return EXIT_USAGE
-
-
-def build_parser(with_train: bool = True) -> argparse.ArgumentParser:
-    """The ``napari-hinet`` argument parser with all subcommands.
-
-    ``with_train=False`` lists ``train`` without importing the training code.
-    """
-    parser = argparse.ArgumentParser(
-        prog="napari-hinet",
-        description="HINet image restoration (denoise, deblur, derain) from the command line.",
-    )
-    parser.add_argument("--version", action="version", version=f"napari-hinet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    _add_restore_parser(sub)
-    _add_train_parser(sub, real=with_train)
-    _add_models_parser(sub)
-    _add_info_parser(sub)
-    _add_export_parser(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (see the module docstring)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(with_train=command == "train")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: 0 for --help/--version, 2 for bad arguments
-        return int(exc.code or 0)
-    previous = _install_sigterm_handler()
-    try:
-        return int(args.func(args) or 0)
-    except UsageError as exc:
-        print(f"napari-hinet {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except imio.OutputSpaceError as exc:
-        print(f"napari-hinet {args.command}: stopped: {exc}", file=sys.stderr)
-        return EXIT_NO_SPACE
-    except Terminated:
-        print("\nnapari-hinet: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
-    except KeyboardInterrupt:
-        print("\nnapari-hinet: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug: one line that says what failed, not a traceback
-        if imio.space_problem(exc):
-            print(f"napari-hinet {args.command}: stopped: {imio.space_problem(exc)}: {exc}", file=sys.stderr)
-            return EXIT_NO_SPACE
-        print(
-            f"napari-hinet {args.command}: internal error: {type(exc).__name__}: {exc}\n"
-            "This is a bug in napari-hinet; please report it with this message and the output of "
-            "`napari-hinet info` (set HINET_DEBUG=1 for the full traceback).",
-            file=sys.stderr,
-        )
-        if os.environ.get("HINET_DEBUG"):
-            raise
-        return EXIT_INTERNAL
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _install_sigterm_handler() -> Any:
-    """Turn SIGTERM into an exception so that partial outputs are cleaned up (main thread only)."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread
-        return None
-
-
-# --------------------------------------------------------------------------- models / info
-
-
-def run_models(args: argparse.Namespace) -> int:
-    """``napari-hinet models``: every known model, whether it is here, and where to get it if not."""
-    from .registry import default_model, list_models, user_models_dir, user_models_problem
-
-    models = list_models(args.task)
-    defaults = {}
-    for task in TASKS:
-        try:
-            defaults[default_model(task)] = task
-        except LookupError:  # no model for that task here: the table shows what is missing
-            pass
-    if args.json:
-        rows = [
-            {
-                "name": m.name,
-                "task": m.task,
-                "kind": m.kind,
-                "available": m.available,
-                "default_for": defaults.get(m.name),
-                "channels": m.channels,
-                "path": str(m.path) if m.path else None,
-                "description": m.description,
-                "where_to_get": "" if m.available else m.missing_message(),
-                "problem": m.problem,
-            }
-            for m in models
-        ]
-        print(json.dumps(rows, indent=2))
-        return EXIT_OK
-    headers = ("name", "task", "kind", "available", "channels", "description")
-    rows = [
-        (
-            m.name + (" *" if m.name in defaults else ""),
-            m.task,
-            m.kind,
-            "yes" if m.available else "no",
-            m.channels,
-            m.description,
-        )
-        for m in models
-    ]
-    _print_table(headers, rows)
-    print("\n* default model of its task. User models folder:", user_models_dir(create=False))
-    problem = user_models_problem()
-    if problem:
-        print(f"Warning: {problem}.")
-    missing = [m for m in models if not m.available]
-    if missing:
-        print("\nMissing models and how to get them:")
-        for m in missing:
-            print(f"  - {m.missing_message()}")
-    return EXIT_OK
-
-
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO | None = None) -> None:
-    out = out or sys.stdout
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
-    widths[-1] = min(widths[-1], 70)
-    for row in (headers, *rows):
-        cells = [str(c) for c in row]
-        cells[-1] = cells[-1] if len(cells[-1]) <= 70 else cells[-1][:67] + "..."
-        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip(), file=out)
-
-
-def collect_info() -> dict[str, Any]:
-    """Versions, devices and folders, as a JSON-able dict (what ``napari-hinet info`` prints)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    info: dict[str, Any] = {
-        "napari-hinet": __version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-    }
-    packages = {}
-    for name in (
-        "torch",
-        "numpy",
-        "napari",
-        "tifffile",
-        "zarr",
-        "dask",
-        "distributed",
-        "imageio",
-        "safetensors",
-    ):
-        try:
-            packages[name] = version(name)
-        except PackageNotFoundError:
-            packages[name] = None
-    info["packages"] = packages
-    try:
-        import torch
-
-        info["torch_threads"] = torch.get_num_threads()
-        info["cuda"] = torch.version.cuda
-        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError as exc:
-        info["torch_error"] = str(exc)
-    try:
-        from .engine.devices import available_devices
-
-        info["devices"] = [str(d) for d in available_devices()]
-    except ImportError as exc:
-        info["devices"] = f"unknown ({exc})"
-    from .registry import bundled_weights_dir, user_models_dir
-
-    info["user_models_dir"] = str(user_models_dir(create=False))
-    info["bundled_weights_dir"] = str(bundled_weights_dir())
-    return info
-
-
-def run_info(args: argparse.Namespace) -> int:
-    """``napari-hinet info``: what is installed and which devices can run models."""
-    info = collect_info()
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return EXIT_OK
-    print(f"napari-hinet {info['napari-hinet']}  (Python {info['python']}, {info['platform']})")
-    print("packages:", ", ".join(f"{k} {v or 'not installed'}" for k, v in info["packages"].items()))
-    devices = info["devices"]
-    print("devices:", ", ".join(devices) if isinstance(devices, list) else devices)
-    if "torch_threads" in info:
-        print(f"CPU: {info['cpu_count']} cores, torch uses {info['torch_threads']} threads")
-        print("CUDA:", info["cuda"] or "not in this torch build", *info["cuda_devices"])
-    print("user models folder:", info["user_models_dir"])
-    print("bundled weights:", info["bundled_weights_dir"])
-    return EXIT_OK
-
-
-# --------------------------------------------------------------------------- restore: planning
+# --------------------------------------------------------------------------- planning
 
 
 @dataclass
@@ -696,12 +366,12 @@ def check_outputs(jobs: Sequence[Job], settings: Any) -> None:
             ) from None
 
 
-# --------------------------------------------------------------------------- restore: running
+# --------------------------------------------------------------------------- running
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
     """The one :class:`~napari_hinet.settings.RestoreSettings` object for this run."""
-    from .settings import RestoreSettings
+    from ..settings import RestoreSettings
 
     if not args.task and not args.model:
         raise UsageError("say which model to use: --task denoise|deblur|derain, or --model NAME|PATH")
@@ -738,7 +408,7 @@ def _check_model_exists(settings: Any) -> None:
         return
     if Path(settings.model).expanduser().exists():
         return
-    from .registry import list_models
+    from ..registry import list_models
 
     models = {m.name: m for m in list_models()}
     info = models.get(settings.model)
@@ -752,30 +422,6 @@ def _check_model_exists(settings: Any) -> None:
         )
     if not info.available:
         raise UsageError(info.missing_message())
-
-
-class _TileBar:
-    """``progress(done, total)`` callback drawing a per-file tile bar with tqdm."""
-
-    def __init__(self, name: str, enabled: bool) -> None:
-        self.name = name
-        self.enabled = enabled
-        self.bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=self.name, unit="tile", leave=False, position=1)
-        self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def restore_files(
@@ -817,7 +463,7 @@ def restore_files(
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one bad file must not stop the batch
-            from .engine import Cancelled
+            from ..engine import Cancelled
 
             if isinstance(exc, (Cancelled, imio.OutputSpaceError)):  # no space: every next file would fail
                 raise
@@ -843,10 +489,10 @@ def _restore_one(
     else:
         axes = image.meta.axes
     if is_dask_array(image.data):
-        from .engine.lazy import restore_dask
+        from ..engine.lazy import restore_dask
 
         result = restore_dask(image.data, settings=settings, axes=axes)
-        with _DaskBar(job.source.name, enabled=dask_progress):
+        with DaskBar(job.source.name, enabled=dask_progress):
             imio.write_image(job.target, result, image.meta)
     else:
         result = restorer.restore(
@@ -855,38 +501,8 @@ def _restore_one(
         imio.write_image(job.target, result, image.meta)
 
 
-class _DaskBar:
-    """A tqdm bar over the tasks of dask computations run with the local scheduler."""
-
-    def __init__(self, name: str, enabled: bool) -> None:
-        self.name = name
-        self.enabled = enabled
-        self._callback = None
-
-    def __enter__(self) -> _DaskBar:
-        if not self.enabled:
-            return self
-        from tqdm.auto import tqdm
-
-        bars: list[Any] = []
-
-        def update(done: int, total: int) -> None:
-            if done == 0:
-                bars.append(tqdm(total=total, desc=self.name, unit="task", leave=False, position=1))
-            else:
-                bars[-1].update(1)
-
-        self._callback = dask_progress(update, on_finish=lambda: bars[-1].close() if bars else None)
-        self._callback.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._callback is not None:
-            self._callback.__exit__(*exc)
-
-
 def _load_restorer(settings: Any) -> Any:
-    from .engine import get_restorer
+    from ..engine import get_restorer
 
     try:
         # the per-process model cache, shared with the dask path: zarr inputs reuse this very model
@@ -922,11 +538,11 @@ def run_restore(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     outcome = Outcome()
     start = time.perf_counter()
     interrupted: KeyboardInterrupt | None = None
-    files_bar = _files_bar(len(jobs), progress)
-    bars: dict[Path, _TileBar] = {}
+    files_bar = open_files_bar(len(jobs), progress)
+    bars: dict[Path, TileBar] = {}
 
     def tiles(job: Job, done: int, total: int) -> None:
-        bars.setdefault(job.source, _TileBar(job.source.name, progress))(done, total)
+        bars.setdefault(job.source, TileBar(job.source.name, progress))(done, total)
 
     try:
         for result in restore_files(
@@ -936,7 +552,7 @@ def run_restore(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             if bar is not None:
                 bar.close()
             if result.status == "failed":
-                _write_line(f"FAILED {result.job.source}: {result.reason}", progress, out)
+                write_line(f"FAILED {result.job.source}: {result.reason}", progress, out)
             outcome.add(result)
             files_bar.update(1)
     except KeyboardInterrupt as exc:
@@ -967,21 +583,6 @@ def _reason(source: Path, exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _files_bar(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="files", unit="file", disable=not enabled, position=0)
-
-
-def _write_line(text: str, progress: bool, out: TextIO) -> None:
-    if progress:
-        from tqdm.auto import tqdm
-
-        tqdm.write(text, file=sys.stderr)
-    else:
-        print(text, file=sys.stderr)
-
-
 def _print_summary(
     outcome: Outcome, total: int, seconds: float, interrupted: BaseException | None, out: TextIO
 ) -> None:
@@ -995,32 +596,3 @@ def _print_summary(
     print(f"{line} in {seconds:.1f} s", file=out)
     for path, reason in outcome.failed:
         print(f"  failed: {path}: {reason}", file=out)
-
-
-# make ``python -m napari_hinet.cli`` work too
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
-__all__ = [
-    "EXIT_FAILED",
-    "EXIT_INTERNAL",
-    "EXIT_INTERRUPTED",
-    "EXIT_NO_SPACE",
-    "EXIT_OK",
-    "EXIT_TERMINATED",
-    "EXIT_USAGE",
-    "FileResult",
-    "Job",
-    "Outcome",
-    "UsageError",
-    "build_parser",
-    "check_outputs",
-    "collect_info",
-    "main",
-    "mark_existing",
-    "plan_jobs",
-    "restore_files",
-    "run_restore",
-    "settings_from_args",
-]
