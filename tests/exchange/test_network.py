@@ -35,4 +35,5 @@ def test_architecture_source_runs_without_napari_hinet(tiny_model, tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=120)
     with torch.no_grad():
         expected = tiny_model(x)[1]
-    assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
+    # another process may use another number of threads: float32 sums then differ in the last bits
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), expected, rtol=1e-5, atol=1e-6)
