@@ -72,6 +72,7 @@ if str(REPO / "src") not in sys.path:
 
 from napari_hinet.data import degrade  # noqa: E402
 from napari_hinet.training import splits  # noqa: E402
+from napari_hinet.training.datasets import luminance  # noqa: E402
 from napari_hinet.training.pool import load_image, percentile_normalize  # noqa: E402
 
 DEFAULT_POOL = Path(os.environ.get("HINET_POOL", "/work/pool/training_pool"))
@@ -139,12 +140,6 @@ class Sample:
     truth: dict = field(default_factory=dict)  # sigma_255 / photons+read_sigma / kernel
 
 
-def _gray(rgb: np.ndarray) -> np.ndarray:
-    """Rec. 601 luminance of a float RGB image, (H, W, 1) (as the fluo model's training photos)."""
-    w = np.array([0.299, 0.587, 0.114], np.float32)
-    return (rgb @ w)[..., None].astype(np.float32)
-
-
 def _load_photo(pool: Path, rel: str) -> np.ndarray:
     """A pool photo as float32 RGB (H, W, 3) in [0, 1], preprocessed like the training pool."""
     img = load_image(pool / rel)
@@ -176,12 +171,12 @@ def task_images(pool: Path, task: str, split: str = "test") -> dict[str, np.ndar
     if not TASKS[task].gray:
         return photos
     if TASKS[task].photos_gray:
-        return {f"{k} (gray)": _gray(v) for k, v in photos.items()}
+        return {f"{k} (gray)": luminance(v) for k, v in photos.items()}
     images: dict[str, np.ndarray] = {}
     if split == "test":
         for rel in splits.TEST_MICROSCOPY:
             images.update(_load_micro_planes(pool, rel))
-    images.update({f"{k} (gray)": _gray(v) for k, v in photos.items()})
+    images.update({f"{k} (gray)": luminance(v) for k, v in photos.items()})
     return images
 
 

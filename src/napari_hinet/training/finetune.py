@@ -58,7 +58,15 @@ import torch
 from ..engine.intensity import DEFAULT_PERCENTILES, Mapping, fixed_mapping, percentile_mapping
 from ..io import ARRAY_SUFFIXES, read_array
 from . import selfsupervised
-from .datasets import Degradation, NeighborSource, NoisyPatchSource, PairedSource, SyntheticSource, fixed_set
+from .datasets import (
+    Degradation,
+    NeighborSource,
+    NoisyPatchSource,
+    PairedSource,
+    SyntheticSource,
+    fixed_set,
+    luminance,
+)
 from .engine import History, TrainConfig, Trainer, lr_at
 
 __all__ = [
@@ -361,11 +369,8 @@ def _apply_channel_rule(img: np.ndarray, want: int, rule: str | None, what: str)
     if want == 3 and have == 1 and rule == "replicate":
         return np.repeat(img, 3, axis=2)
     if want == 1 and have == 3 and rule == "gray":
-        weights = np.array([0.299, 0.587, 0.114], np.float32)
-        gray = img.astype(np.float32) @ weights
-        if img.dtype == np.uint8:
-            gray = gray / 255.0
-        return gray[..., None].astype(np.float32)
+        gray = luminance(img)
+        return gray / np.float32(255.0) if img.dtype == np.uint8 else gray
     hint = {
         (3, 1): "pass channel_rule='replicate' to copy the gray data into R, G and B",
         (1, 3): "pass channel_rule='gray' to convert the RGB data to luminance",
