@@ -680,3 +680,23 @@ def test_compare_shows_input_result_and_clean_twin_side_by_side(
     assert [cells[(0, c)] for c in range(3)] == [noisy.name, result.name, clean.name]
     assert widget.compare() is False  # back as it was
     assert not grid.enabled and not clean.visible and noisy.visible
+
+
+def test_files_mode_uses_the_task_default_while_the_model_is_automatic(make_napari_viewer) -> None:
+    """In Files… mode no layer drives the automatic model: it is the task's default, as the label says.
+
+    Before, the model that had followed an RGB layer stayed (hinet-denoise-photo for a folder of
+    fluorescence images) while the label said "the denoise default for this task".
+    """
+    from napari_hinet.registry import preferred_model
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), rgb=True, name="photo")
+    widget = _dock(viewer, "Denoise")
+    photo_model = widget.model.value
+    assert photo_model != preferred_model("denoise")  # an RGB layer gets the RGB model
+    widget.source.value = "files"
+    assert widget.model.value == preferred_model("denoise")
+    assert "default for this task" in widget.model_source.value
+    widget.source.value = "layer"  # back to the layer: the model follows it again
+    assert widget.model.value == photo_model

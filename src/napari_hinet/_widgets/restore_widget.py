@@ -347,6 +347,14 @@ class RestoreWidget(scrollable_container_class()):
         layer = self.image.value
         self.scope.visible = not files and layer is not None and layer.ndim > 2
         self.new_layer.visible = self.preview_button.visible = self.compare_button.visible = not files
+        if self._model_auto and self._worker is None:  # the automatic model follows the source too
+            auto = (
+                self._default_model()
+                if files
+                else (self._suggest_model(layer) if layer is not None else None)
+            )
+            if auto is not None and auto != self.model.value:
+                self._set_model(auto)
         self._update_model_source()
 
     def _on_input_folder(self, value: Any) -> None:
