@@ -399,3 +399,15 @@ def test_compile_on_matches_eager(tiny, rng):
     out = compiled.restore(img, out_dtype="float32")
     np.testing.assert_allclose(out, eager, atol=0.05)  # 0-255 units
     assert compiled.compile_status in ("compiled", "failed")
+
+
+@pytest.mark.parametrize(
+    ("tile", "overlap", "tiles_2048"), [(64, 16, 43**2), (128, 16, 19**2), (256, 32, 9**2)]
+)
+def test_default_overlap_is_a_quarter_up_to_64_then_an_eighth(tiny, tile, overlap, tiles_2048):
+    # Large tiles need the same reach in pixels, not the same share: 128-pixel tiles with 16
+    # pixels of overlap lose <= 0.015 dB against 32 (benchmarks/bench_overlap.py) and plan
+    # 361 instead of 441 tiles on a 2048 x 2048 plane.
+    plan = Restorer(tiny, **CPU).plan((2048, 2048, 3), tile=tile)
+    assert plan["overlap"] == overlap
+    assert plan["tiles"] == tiles_2048

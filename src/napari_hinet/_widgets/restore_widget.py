@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 #: Value of the model picker's "Load checkpoint…" entry.
 LOAD_CHECKPOINT = "__load_checkpoint__"
 _TILES = [("auto (model patch size)", 0)] + [(f"{n} px", n) for n in (128, 192, 256, 384, 512, 768, 1024)]
-_OVERLAPS = [("auto (tile / 4)", -1)] + [(f"{n} px", n) for n in (0, 16, 32, 48, 64, 96, 128)]
+_OVERLAPS = [("auto (tile / 8, at least 16 px)", -1)] + [(f"{n} px", n) for n in (0, 16, 32, 48, 64, 96, 128)]
 _TILINGS = [
     ("blend (smooth overlap)", "blend"),
     ("official (HINet grids)", "official"),
@@ -102,7 +102,8 @@ TOOLTIPS = {
     "else fp32).\nChoose fp32 for exact, reproducible results; fp16 only on a GPU, to save memory.",
     "tile": "Edge of the square tiles the image is cut into. Default: auto (the model's training patch size).\n"
     "Smaller tiles use less memory (choose them if you run out of memory); larger ones are a little faster.",
-    "overlap": "How much neighbouring tiles overlap. Default: auto (a quarter of the tile).\n"
+    "overlap": "How much neighbouring tiles overlap. Default: auto (a quarter of tiles up to 64 px, an eighth of\n"
+    "larger ones, at least 16 px).\n"
     "Increase it if you see seams between tiles; 0 is fastest.",
     "tiling": "How tiles are merged. Default: blend (overlapping tiles merged with a smooth window, no seams).\n"
     "official: the HINet paper's test grids (to compare with published numbers); none: whole planes "

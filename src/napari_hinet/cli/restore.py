@@ -84,7 +84,11 @@ def add_restore_parser(sub: argparse._SubParsersAction) -> None:
     eng.add_argument(
         "--tile", type=_positive_int, help="tile size in pixels (default: the model's patch size)"
     )
-    eng.add_argument("--overlap", type=_non_negative_int, help="tile overlap in pixels (default: tile // 4)")
+    eng.add_argument(
+        "--overlap",
+        type=_non_negative_int,
+        help="tile overlap in pixels (default: tile // 4 up to 64-pixel tiles, then tile // 8, at least 16)",
+    )
     eng.add_argument("--batch-size", type=_positive_int, help="tiles per forward pass (default: automatic)")
     eng.add_argument("--tiling", default="blend", choices=TILINGS, help="tiling scheme (default: blend)")
     eng.add_argument(

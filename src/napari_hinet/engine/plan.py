@@ -14,7 +14,8 @@ a :class:`~napari_hinet.settings.RestoreSettings` into a frozen, picklable
    :data:`LOCAL_TILE` and twice the patch, since the windows keep the
    statistics local), at least two
    network size multiples, rounded up to a multiple of ``2**(depth-1)``; the
-   overlap defaults to ``tile // 4`` and may be at most half the tile
+   overlap defaults to :func:`~napari_hinet.settings.default_overlap` of the tile
+   (a quarter up to 64 pixels, then an eighth) and may be at most half the tile
    (:func:`~napari_hinet.settings.check_overlap`);
 4. the tile grid of one plane is planned by :func:`.tiling.plan_grid`;
 5. ``normalization="auto"`` is resolved by :func:`.intensity.choose_normalization`
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..metadata import ModelMetadata
-from ..settings import RestoreSettings, check_overlap
+from ..settings import RestoreSettings, check_overlap, default_overlap
 from .axes import Layout
 from .intensity import check_dtype, choose_normalization, output_clip
 from .tiling import TileGrid, plan_grid, round_up
@@ -198,7 +199,7 @@ def plan_run(
     tile = round_up(max(settings.tile or default, 2 * m), m)
     overlap = settings.overlap
     if overlap is None:
-        overlap = tile // 4
+        overlap = default_overlap(tile)
     elif settings.tiling == "blend":
         check_overlap(tile, overlap)
     grid = plan_grid(layout.height, layout.width, settings.tiling, tile, overlap)

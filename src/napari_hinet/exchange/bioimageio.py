@@ -24,9 +24,10 @@ applied in this order:
    1 and 99.8) for ``"percentile"`` models; ``scale_linear`` by 1/255 for
    ``"fixed"`` models.
 4. **Output** ``output``: same axes and size as the input, with a ``halo``
-   of ``patch_size // 8`` pixels per side: our engine blends tiles of
-   ``patch_size`` over an overlap of ``patch_size // 4``, i.e. it trusts a
-   tile's border only half that deep. A consumer that tiles should crop the
+   of half the engine's default overlap per side (:func:`napari_hinet.settings.default_overlap`
+   of ``patch_size``: 8 pixels for 64- and 128-pixel models, 32 for 256): our engine
+   blends tiles of ``patch_size`` over that overlap, i.e. it trusts a tile's border
+   only half that deep. A consumer that tiles should crop the
    halo. **Post-processing** back to the input range: for fixed models
    ``scale_linear`` by 255 and ``clip`` to [0, 255] (exactly what our engine
    does). For percentile models the spec has no operation that inverts a
@@ -68,6 +69,7 @@ from ..engine.intensity import percentile_mapping, percentile_normalize
 from ..io import atomic_output
 from ..metadata import ModelMetadata
 from ..model import HINet
+from ..settings import default_overlap
 from .network import architecture_source, as_model, local_statistics
 from .onnx import OPSET, export_onnx
 from .torchscript import export_torchscript
@@ -97,7 +99,7 @@ def package_layout(model: HINet) -> dict[str, int]:
     """Size rules of rule 2 and 4: ``{"step", "min", "halo"}`` in pixels for ``model``."""
     m = model.size_multiple
     patch = ModelMetadata.from_dict(model.metadata).patch_size
-    halo = max(1, patch // 8)
+    halo = max(1, default_overlap(patch) // 2)
     minimum = -(-max(2 * m, 2 * halo + m) // m) * m
     return {"step": m, "min": minimum, "halo": halo}
 
