@@ -13,9 +13,10 @@ Two cases, each on the CPU with ``--threads`` threads (default 2):
 Rows:
 
 * ``bare torch fp32``: one forward of the whole image (``run_any_size``, float32);
-* ``default (torch)``: the engine's default path, before and after this issue
-  (``backend="auto"`` = torch, default precision: bf16 autocast on bf16 CPUs,
-  default tiles);
+* ``old default``: the engine's default path before 0.2 (tiles of the patch
+  size overlapping by a quarter);
+* ``default (torch)``: the engine's default path (``backend="auto"`` = torch,
+  default precision: bf16 autocast on bf16 CPUs, default tiles and overlap);
 * ``openvino``: the same with ``backend="openvino"`` (opt-in; docs/engine.md says
   why it is not the default);
 * ``... fp32`` rows: the same tiling in float32 (the reference of each mode);
@@ -96,23 +97,25 @@ def run_case(name: str, model, x: torch.Tensor, clean, noisy, axes: str, peak: f
     bare_row = {"case": name, "path": "bare torch fp32 (whole image)", **timed(bare, 1, warmup=0)}
     rows.append(bare_row)
 
-    engines = {
-        "default (torch)": dict(),
-        "openvino": dict(backend="openvino"),
-        "torch fp32 (same tiles)": dict(backend="torch", precision="fp32"),
+    patch = int(model.metadata.get("patch_size") or 256)
+    engines = {  # label -> (Restorer options, restore() options)
+        "old default (torch, overlap tile // 4)": ({}, {"overlap": patch // 4}),
+        "default (torch)": ({}, {}),
+        "openvino": ({"backend": "openvino"}, {}),
+        "torch fp32 (same tiles)": ({"backend": "torch", "precision": "fp32"}, {}),
     }
     if args.all:
-        engines["openvino fp32 (same tiles)"] = dict(backend="openvino", precision="fp32")
-    outputs, restorers = {}, {}
-    for label, kwargs in engines.items():
+        engines["openvino fp32 (same tiles)"] = ({"backend": "openvino", "precision": "fp32"}, {})
+    outputs, runs = {}, {}
+    for label, (options, call) in engines.items():
         t0 = time.perf_counter()
-        r = Restorer(model, device="cpu", compile="off", **kwargs)
+        r = Restorer(model, device="cpu", compile="off", **options)
         t1 = time.perf_counter()
-        outputs[label] = r.restore(noisy, axes=axes, out_dtype="float32")
+        outputs[label] = r.restore(noisy, axes=axes, out_dtype="float32", **call)
         first = time.perf_counter() - t1
-        restorers[label] = r
+        runs[label] = (r, call)
         row = {"case": name, "path": label, "backend": r.backend, "precision": r.precision}
-        row.update(timed(lambda r=r: r.restore(noisy, axes=axes), args.repeats, warmup=0))
+        row.update(timed(lambda r=r, call=call: r.restore(noisy, axes=axes, **call), args.repeats, warmup=0))
         row["prepare_s"] = round(t1 - t0, 2)  # model copy, precision self-check, OpenVINO conversion
         row["first_s"] = round(first, 2)  # first run: includes compiling each new tile shape
         rows.append(row)
@@ -133,10 +136,12 @@ def run_case(name: str, model, x: torch.Tensor, clean, noisy, axes: str, peak: f
         spinner = mp.Process(target=_spin, args=(stop,), daemon=True)
         spinner.start()
         try:
-            for label in ("default (torch)", "openvino"):
-                r = restorers[label]
+            for label in ("old default (torch, overlap tile // 4)", "default (torch)", "openvino"):
+                r, call = runs[label]
                 row = {"case": name, "path": f"{label}, 1 core busy", "backend": r.backend}
-                row.update(timed(lambda r=r: r.restore(noisy, axes=axes), args.repeats, warmup=0))
+                row.update(
+                    timed(lambda r=r, call=call: r.restore(noisy, axes=axes, **call), args.repeats, warmup=0)
+                )
                 row["mp_per_s"] = round(mp_size / row["median_s"], 3)
                 row["x_bare_fp32"] = round(bare_row["median_s"] / row["median_s"], 2)
                 rows.append(row)

@@ -92,6 +92,16 @@ class ModelMetadata:
         return int(self.config.get("in_chn", 3))
 
     @property
+    def work_per_pixel(self) -> float:
+        """Convolution work per input pixel relative to a ``wf=16`` HINet: ``(wf / 16) ** 2``.
+
+        Convolution cost grows with the square of the width; the engine sizes CPU
+        batches and the ``backend="auto"`` choice with it (1 for the bundled
+        models, 16 for the official ``wf=64`` ones).
+        """
+        return (int(self.config.get("wf", 64)) / 16) ** 2
+
+    @property
     def size_multiple(self) -> int:
         """Network input H and W are padded to multiples of this: ``2 ** (depth - 1)``."""
         return 2 ** (int(self.config.get("depth", 5)) - 1)

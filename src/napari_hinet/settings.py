@@ -31,7 +31,7 @@ NORMALIZATIONS = ("auto", "fixed", "percentile")
 NORMALIZE_PER = ("plane", "stack")
 OUT_DTYPES = (None, "float32")
 COMPILE_MODES = ("auto", "on", "off")
-#: Who runs the network: ``"auto"`` = torch (OpenVINO is opt-in, see docs/engine.md "Backends").
+#: Who runs the network: ``"auto"`` = OpenVINO for large CPU runs, else torch (docs/engine.md "Backends").
 BACKENDS = ("auto", "torch", "openvino")
 #: Instance-norm statistics: ``"auto"`` = the model's ``metadata["statistics"]``, else global.
 STATS = ("auto", "global", "local")
@@ -76,10 +76,11 @@ class RestoreSettings:
         compile: ``"on"`` runs the model through ``torch.compile``; ``"auto"``
             (currently the same as ``"off"``) and ``"off"`` run eagerly (see
             docs/engine.md, "compile").
-        backend: ``"auto"`` (torch; measured faster than OpenVINO when other
-            processes share the CPU), ``"torch"`` or ``"openvino"`` (CPU only,
-            ``pip install 'napari-hinet[openvino]'``; falls back to torch with a
-            warning when missing or failing). See docs/engine.md, "Backends".
+        backend: ``"auto"`` (OpenVINO on the CPU for runs large enough to win
+            back its start, about a megapixel for the bundled models; torch
+            otherwise and on GPUs), ``"torch"`` or ``"openvino"`` (CPU only;
+            falls back to torch with a warning when missing or failing). See
+            docs/engine.md, "Backends".
         stats: half instance normalisation statistics: ``"global"`` (over the
             whole tile, as trained), ``"local"`` (TLC: over a training-patch
             window around each pixel, with large tiles) or ``"auto"`` (the

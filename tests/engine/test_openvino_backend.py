@@ -12,6 +12,7 @@ import torch
 
 from napari_hinet.engine.openvino_backend import (
     WithFallback,
+    auto_wants_openvino,
     openvino_available,
     prepare,
     resolve_backend,
@@ -129,7 +130,7 @@ def test_missing_openvino_resolves_to_torch():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             assert resolve_backend("openvino", torch.device("cpu")) == "torch"
-        assert any("napari-hinet[openvino]" in str(w.message) for w in caught), caught
+        assert any("pip install openvino" in str(w.message) for w in caught), caught
         print("ok")
         """
     )
@@ -142,7 +143,7 @@ def test_backend_choice_rules():
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert resolve_backend("torch", cpu) == "torch"
     assert resolve_backend("auto", cuda) == "torch"
-    assert resolve_backend("auto", cpu) == "torch"  # opt-in: slower than torch under contention
+    assert resolve_backend("auto", cpu) == ("auto" if openvino_available() else "torch")  # decided per run
     assert resolve_backend("openvino", cpu) == ("openvino" if openvino_available() else "torch")
     with pytest.raises(ValueError, match="CPU only"):
         resolve_backend("openvino", cuda)
@@ -160,13 +161,45 @@ def _engine_model() -> HINet:
     return model
 
 
+def test_auto_wants_openvino_for_work_of_a_megapixel_at_width_16():
+    from napari_hinet.metadata import ModelMetadata
+
+    def width(wf: int) -> ModelMetadata:
+        return ModelMetadata(config={"in_chn": 3, "wf": wf, "depth": 4})
+
+    assert not auto_wants_openvino(width(16), 999_999)
+    assert auto_wants_openvino(width(16), 1024 * 1024)
+    assert auto_wants_openvino(width(64), 256 * 256)  # one official-size tile is as much work
+    assert not auto_wants_openvino(width(4), 4 * 1024 * 1024)
+
+
 @needs_openvino
-def test_engine_openvino_matches_torch_and_default_is_torch():
+def test_auto_runs_openvino_for_large_runs_and_torch_for_small_ones(monkeypatch):
+    from napari_hinet import Restorer
+    from napari_hinet.engine import openvino_backend
+
+    monkeypatch.setattr(openvino_backend, "AUTO_MIN_WORK", 200 * 200 * (4 / 16) ** 2)  # our wf=4 model
+    r = Restorer(_engine_model(), **FP32)  # backend="auto"
+    small = np.random.default_rng(5).integers(0, 4000, (90, 70), dtype=np.uint16)
+    large = np.random.default_rng(6).integers(0, 4000, (240, 230), dtype=np.uint16)
+    a = r.restore(small, out_dtype="float32")
+    assert r.backend == "torch"  # a small run never pays OpenVINO's start
+    b = r.restore(large, out_dtype="float32")
+    assert r.backend == "openvino" and "openvino" in r.describe()
+    assert r.restore(small, out_dtype="float32").shape == small.shape  # started once, used from then on
+    assert r.backend == "openvino"
+    torch_path = Restorer(_engine_model(), backend="torch", **FP32)
+    assert np.abs(a - torch_path.restore(small, out_dtype="float32")).max() == 0
+    assert np.abs(b - torch_path.restore(large, out_dtype="float32")).max() < 1e-3 * 4000
+
+
+@needs_openvino
+def test_engine_openvino_matches_torch():
     from napari_hinet import Restorer
 
     image = np.random.default_rng(3).integers(0, 4000, (90, 70), dtype=np.uint16)
     ov = Restorer(_engine_model(), backend="openvino", **FP32)
-    torch_path = Restorer(_engine_model(), **FP32)
+    torch_path = Restorer(_engine_model(), backend="torch", **FP32)
     assert (ov.backend, torch_path.backend) == ("openvino", "torch")
     assert "openvino" in ov.describe()
     a = ov.restore(image, out_dtype="float32")

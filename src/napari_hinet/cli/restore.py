@@ -115,7 +115,7 @@ def add_restore_parser(sub: argparse._SubParsersAction) -> None:
         "--backend",
         default="auto",
         choices=BACKENDS,
-        help="who runs the network: auto (default: torch), torch, openvino (CPU; the [openvino] extra)",
+        help="who runs the network: auto (default: OpenVINO for large CPU runs, else torch), torch, openvino (CPU only)",
     )
     eng.add_argument(
         "--stats",

@@ -37,7 +37,10 @@ Two choices are made between steps 1 and 2:
   self-check, so step 3 is skipped and a torch fallback runs in float32
   unless ``precision="bf16"``); any failure to convert, compile or run falls
   back to torch with a warning, for the rest of the predictor's life.
-  ``"auto"`` is torch (see :func:`.openvino_backend.resolve_backend`).
+  ``"auto"`` starts OpenVINO (on the CPU, when installed) at the first
+  forward of a run large enough to win back its start
+  (:func:`.openvino_backend.auto_wants_openvino`); until then, and for
+  small runs, torch runs.
 
 ``forward`` holds the predictor's lock, so one Predictor may be shared by the
 threads of a dask scheduler (:mod:`.cache` shares one per process).
@@ -71,7 +74,7 @@ from .devices import (
     resolve_device,
     resolve_precision,
 )
-from .openvino_backend import resolve_backend
+from .openvino_backend import auto_wants_openvino, resolve_backend
 
 #: ``compile="auto"`` compiles on the CPU only for runs with at least this many forwards of one
 #: tile shape; ``None`` = never (the current choice). Measured (docs/performance.md): compiling
@@ -159,10 +162,14 @@ class Predictor:
         self.statistics = get_statistics(source)
         self.info = ModelMetadata.from_dict({**self.metadata, "config": self.config, "statistics": stats})
         self._openvino: Any = None  # a WithFallback(OpenVINO, torch) runner while OpenVINO is used
-        if resolve_backend(backend, self.device) == "openvino":
+        self._pending: tuple[HINet, str] | None = None  # "auto": what OpenVINO starts from, for a large run
+        choice = resolve_backend(backend, self.device)
+        if choice == "openvino":
             self._openvino = self._start_openvino(source, precision)
             if self._openvino is not None and precision == "auto":
                 self.dtype = torch.float32  # the torch fallback: no second self-check
+        elif choice == "auto":
+            self._pending = (copy.deepcopy(source).float(), precision)
         self.precision_check: dict[str, Any] | None = None
         if self._openvino is not None:
             self.precision_check = self._openvino.primary.precision_check
@@ -306,6 +313,14 @@ class Predictor:
         return min(sizes, default=n)
 
     def _run(self, batch: np.ndarray, expected_forwards: int) -> np.ndarray:
+        if self._pending is not None and auto_wants_openvino(
+            self.info, batch.shape[0] * batch.shape[2] * batch.shape[3] * max(1, expected_forwards)
+        ):
+            source, precision = self._pending
+            self._pending = None  # one try: a failed start warns once and torch runs from then on
+            self._openvino = self._start_openvino(source, precision)
+            if self._openvino is not None:
+                self.precision_check = self._openvino.primary.precision_check
         if self._openvino is not None:
             return self._openvino(batch)
         return self._torch_run(batch, expected_forwards)

@@ -132,7 +132,8 @@ class Restorer:
         compile: ``"on"`` runs ``torch.compile`` (inductor, frozen weights; needs a C++
             compiler; a failed compile falls back to eager with a warning), ``"off"``
             never; ``"auto"`` follows :data:`.predictor.COMPILE_MIN_FORWARDS` (currently: off).
-        backend: ``"auto"`` (= torch), ``"torch"``, ``"openvino"`` (CPU, opt-in).
+        backend: ``"auto"`` (OpenVINO for large CPU runs, else torch), ``"torch"``,
+            ``"openvino"`` (CPU); ``Restorer.backend`` says what ran last.
         stats: ``"auto"``, ``"global"``, ``"local"`` (TLC local statistics; see docs/engine.md).
 
     Attributes:
