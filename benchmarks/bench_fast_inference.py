@@ -13,12 +13,11 @@ Two cases, each on the CPU with ``--threads`` threads (default 2):
 Rows:
 
 * ``bare torch fp32``: one forward of the whole image (``run_any_size``, float32);
-* ``old default``: the engine's default path before 0.2 (tiles of the patch
-  size overlapping by a quarter);
-* ``default (torch)``: the engine's default path (``backend="auto"`` = torch,
-  default precision: bf16 autocast on bf16 CPUs, default tiles and overlap);
-* ``openvino``: the same with ``backend="openvino"`` (opt-in; docs/engine.md says
-  why it is not the default);
+* ``old default``: the engine's default path before 0.2 (torch, tiles of the
+  patch size overlapping by a quarter, 65,536 pixels per CPU batch);
+* ``torch (new overlap and batch)``: torch with 0.2's default overlap and batch;
+* ``default (backend auto)``: the default path (OpenVINO for runs this large,
+  default precision: bf16 where the CPU has it, default tiles and batch);
 * ``... fp32`` rows: the same tiling in float32 (the reference of each mode);
 * with ``--contention``: both again while a second process keeps one core busy.
 
@@ -57,6 +56,9 @@ from _engine_common import (
 
 from napari_hinet import Restorer, load_model
 from napari_hinet.model import run_any_size
+
+OLD = "old default (0.1: torch, overlap tile // 4)"
+DEFAULT = "default (backend auto)"
 
 
 def _spin(stop) -> None:  # a second process keeping one core busy
@@ -98,10 +100,11 @@ def run_case(name: str, model, x: torch.Tensor, clean, noisy, axes: str, peak: f
     rows.append(bare_row)
 
     patch = int(model.metadata.get("patch_size") or 256)
+    old_batch = max(1, 256 * 256 // patch**2)  # 0.1's CPU batch: 65,536 pixels per forward
     engines = {  # label -> (Restorer options, restore() options)
-        "old default (torch, overlap tile // 4)": ({}, {"overlap": patch // 4}),
-        "default (torch)": ({}, {}),
-        "openvino": ({"backend": "openvino"}, {}),
+        OLD: ({"backend": "torch"}, {"overlap": patch // 4, "batch_size": old_batch}),
+        "torch (new overlap and batch)": ({"backend": "torch"}, {}),
+        DEFAULT: ({}, {}),
         "torch fp32 (same tiles)": ({"backend": "torch", "precision": "fp32"}, {}),
     }
     if args.all:
@@ -136,7 +139,7 @@ def run_case(name: str, model, x: torch.Tensor, clean, noisy, axes: str, peak: f
         spinner = mp.Process(target=_spin, args=(stop,), daemon=True)
         spinner.start()
         try:
-            for label in ("old default (torch, overlap tile // 4)", "default (torch)", "openvino"):
+            for label in (OLD, DEFAULT):
                 r, call = runs[label]
                 row = {"case": name, "path": f"{label}, 1 core busy", "backend": r.backend}
                 row.update(

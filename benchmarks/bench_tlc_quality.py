@@ -9,7 +9,8 @@ output clipped to [0, 1]) and seconds per crop of:
 * ``whole global``: one forward of the whole crop, global instance-norm statistics;
 * ``whole local xS [border]``: one forward, TLC windows of ``S * P`` (scaled per
   U-Net level), border ``clamp`` (paper) or ``shrink``;
-* ``tiles T local x1``: tiles of ``T`` pixels (``--large-tile``) with local statistics.
+* ``tiles T local x1``: tiles of ``T`` pixels (``--large-tile``) with local statistics;
+* with ``--level-ablation``: local statistics at some U-Net levels only (global at the others).
 
 Usage:
     python benchmarks/bench_tlc_quality.py [--tasks denoise-photo,...] [--crop 256] [--crops 2]
@@ -30,16 +31,31 @@ import torch
 from _engine_common import load_average, print_table, write_json
 
 from napari_hinet import Restorer
-from napari_hinet.model.tlc import set_statistics
+from napari_hinet.model.tlc import hin_blocks, set_statistics
 
 
-def variants(model, patch: int, crop: int, large_tile: int) -> dict[str, tuple]:
+def local_at_levels(model, patch: int, levels: set[int]):
+    """A copy of ``model`` with local statistics (x1, clamp) at U-Net ``levels`` only, global elsewhere."""
+    local = set_statistics(copy.deepcopy(model), "local", patch)
+    plain = set_statistics(copy.deepcopy(model), "global")
+    for (level, block), (_, original) in zip(hin_blocks(local), hin_blocks(plain), strict=True):
+        if level not in levels:
+            block.norm = original.norm
+    return local
+
+
+def variants(model, patch: int, crop: int, large_tile: int, ablation: bool = False) -> dict[str, tuple]:
     """name -> (model, engine options)."""
     out: dict[str, tuple] = {f"tiles {patch} blend": (model, {})}
     out["whole global"] = (model, {"tiling": "none"})
     for scale, border in ((1.0, "clamp"), (1.5, "clamp"), (2.0, "clamp"), (1.0, "shrink")):
         local = set_statistics(copy.deepcopy(model), "local", patch, scale=scale, border=border)
         out[f"whole local x{scale:g} {border}"] = (local, {"tiling": "none"})
+    if ablation:  # which U-Net levels lose with local statistics
+        depth = int(model.config["depth"])
+        for levels in ({0, 1}, set(range(2, depth)), {depth - 1}):
+            name = "whole local x1 at levels " + ",".join(map(str, sorted(levels)))
+            out[name] = (local_at_levels(model, patch, levels), {"tiling": "none"})
     if large_tile < crop:
         local = set_statistics(copy.deepcopy(model), "local", patch)
         out[f"tiles {large_tile} local x1"] = (local, {"tile": large_tile, "overlap": large_tile // 8})
@@ -59,6 +75,9 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=2)
     parser.add_argument("--large-tile", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--level-ablation", action="store_true", help="also local statistics at some U-Net levels only"
+    )
     parser.add_argument("--json", help="output path (default benchmarks/results/tlc_quality.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -78,7 +97,9 @@ def main() -> None:
         patch = int(base.metadata.get("patch_size") or 256)
         runners = {
             name: (Restorer(m, device="cpu", precision="fp32", compile="off"), opts)
-            for name, (m, opts) in variants(base, patch, args.crop, args.large_tile).items()
+            for name, (m, opts) in variants(
+                base, patch, args.crop, args.large_tile, args.level_ablation
+            ).items()
         }
         for condition in quality.TASKS[task].conditions:
             samples = quality.make_samples(args.pool, task, condition, args.crop, args.crops)

@@ -351,8 +351,14 @@ def run_one(name: str, args: argparse.Namespace) -> None:
             split=splits.as_dict(),
             recipe=cfg["train"],
             extra_training={k: cfg[k] for k in ("notes", "phases") if cfg.get(k)} or None,
+            statistics=(cfg.get("inference") or {}).get("statistics"),
             extra_metrics={
-                "val_set": f"{vcfg['count']} fixed {vcfg['patch']}px crops of the validation images"
+                "val_set": f"{vcfg['count']} fixed {vcfg['patch']}px crops of the validation images",
+                **(
+                    {"statistics": cfg["inference"]["measured"]}
+                    if (cfg.get("inference") or {}).get("measured")
+                    else {}
+                ),
             },
         )
         print(f"exported {out}", flush=True)

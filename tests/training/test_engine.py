@@ -147,3 +147,20 @@ def test_channels_last_trains_like_contiguous(tmp_path):
     last = [e.loss for e in tr.run()]
     np.testing.assert_allclose(last, plain, rtol=1e-4)
     assert tr.best_model().conv_01.weight.is_contiguous()
+
+
+def test_exported_statistics_choice_drives_the_engine(tmp_path):
+    # A bundled config's measured choice (inference.statistics) reaches the weights' metadata,
+    # and stats="auto" follows it when the model is loaded back.
+    from napari_hinet import Restorer, load_model
+    from napari_hinet.training.export import export_model
+
+    tr = _trainer(tmp_path / "r", steps=2)
+    list(tr.run())
+    kwargs = {"task": "denoise", "channels": "gray", "normalization": "percentile", "data": {}}
+    export_model(tr, tmp_path / "local.safetensors", name="local", statistics="local", **kwargs)
+    export_model(tr, tmp_path / "plain.safetensors", name="plain", **kwargs)
+    local, plain = load_model(tmp_path / "local.safetensors"), load_model(tmp_path / "plain.safetensors")
+    assert local.metadata["statistics"] == "local" and "statistics" not in plain.metadata
+    assert Restorer(local, device="cpu", backend="torch").stats == "local"
+    assert Restorer(plain, device="cpu", backend="torch").stats == "global"

@@ -109,8 +109,8 @@ class LocalHalfInstanceNorm(HalfInstanceNorm):
         return torch.cat([a, second.to(dtype)], dim=1)
 
 
-def _hin_blocks(model: nn.Module) -> list[tuple[int, nn.Module]]:
-    """(U-Net level, block) of every encoder block with a HIN norm."""
+def hin_blocks(model: nn.Module) -> list[tuple[int, nn.Module]]:
+    """(U-Net level, block) of every encoder block of a HINet with a HIN norm, both stages."""
     blocks = []
     for path in (model.down_path_1, model.down_path_2):
         for level, block in enumerate(path):
@@ -145,7 +145,7 @@ def set_statistics(
         raise ValueError(f"stats={stats!r} is not valid; choose one of {', '.join(STATISTICS)}.")
     if patch_size is None:
         patch_size = int((getattr(model, "metadata", None) or {}).get("patch_size") or 256)
-    for level, block in _hin_blocks(model):
+    for level, block in hin_blocks(model):
         old = block.norm
         channels = 2 * old.num_features
         if stats == "global":
@@ -163,7 +163,7 @@ def get_statistics(model: nn.Module) -> dict[str, Any]:
     """``{"stats": "global"}`` or ``{"stats": "local", "levels", "windows" (per level), "border"}``."""
     windows: dict[int, int] = {}
     border = None
-    for level, block in _hin_blocks(model):
+    for level, block in hin_blocks(model):
         if isinstance(block.norm, LocalHalfInstanceNorm):
             windows[level] = block.norm.window
             border = block.norm.border

@@ -34,12 +34,16 @@ def export_model(
     recipe: dict | None = None,
     extra_metrics: dict | None = None,
     extra_training: dict | None = None,
+    statistics: str | None = None,
     licence: str = "MIT (weights); training images under their own licences, see docs/models.md",
     half: bool = True,
 ) -> Path:
     """Save ``trainer``'s best-by-validation model with full metadata via ``save_model``.
 
     ``half=True`` stores fp16 tensors (the loader casts back to float32).
+    ``statistics``: the HIN statistics the engine should use with ``stats="auto"``
+    (``"global"`` or ``"local"``, :mod:`napari_hinet.model.tlc`); ``None`` leaves
+    it out (global).
     """
     from napari_hinet import __version__
     from napari_hinet.checkpoints import save_model
@@ -80,5 +84,6 @@ def export_model(
         metrics=metrics,
         licence=licence,
         dtype=torch.float16 if half else None,
+        **({"statistics": statistics} if statistics else {}),
     )
     return path
