@@ -46,7 +46,8 @@ def child(args: argparse.Namespace) -> None:
             seconds=round(time.perf_counter() - t0, 1),
             tiles=done[-1][1],
             out_shape=list(out.shape),
-            precision=str(restorer.dtype).replace("torch.", ""),
+            precision=restorer.precision,
+            backend=restorer.backend,
             threads=torch.get_num_threads(),
         )
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -96,7 +97,17 @@ def main() -> None:
     print(f"\nPeak RSS, wf=64, {args.size}x{args.size} RGB uint8, tile {args.tile} (blend), CPU")
     print_table(
         rows,
-        ["case", "peak_rss_mib", "peak_rss_gb", "seconds", "tiles", "precision", "load_before", "load_after"],
+        [
+            "case",
+            "peak_rss_mib",
+            "peak_rss_gb",
+            "seconds",
+            "tiles",
+            "precision",
+            "backend",
+            "load_before",
+            "load_after",
+        ],
     )
     write_json("memory", {"size": args.size, "tile": args.tile, "target_gb": 3.0, "rows": rows}, args.json)
 
