@@ -411,3 +411,22 @@ def test_default_overlap_is_a_quarter_up_to_64_then_an_eighth(tiny, tile, overla
     plan = Restorer(tiny, **CPU).plan((2048, 2048, 3), tile=tile)
     assert plan["overlap"] == overlap
     assert plan["tiles"] == tiles_2048
+
+
+def test_cpu_batches_are_sized_by_work_and_leave_progress_steps(tiny, rng):
+    from napari_hinet.engine.batching import BatchPolicy
+    from napari_hinet.model import HINet
+
+    def batch(model, tile: int, total: int) -> int:
+        return BatchPolicy(Restorer(model, **CPU).predictor, None, tile * tile, total).size
+
+    torch.manual_seed(0)
+    bundled_size, narrow = HINet(1, wf=16, depth=4), HINet(1, wf=2, depth=2)
+    assert batch(bundled_size, 128, 361) == 16  # 16 tiles of 128 px: the measured best on 2 cores
+    assert batch(narrow, 256, 361) == 4  # no more pixels per forward than a wf=16 model gets
+    assert batch(bundled_size, 128, 20) == 3  # at least 8 forwards (progress, Cancel)
+    calls = []
+    Restorer(tiny, **CPU).restore(
+        rng.random((60, 32, 32), dtype=np.float32), tile=32, progress=lambda d, t: calls.append(d)
+    )
+    assert len(calls) >= 9 and calls[-1] == 60  # 0, then one call per forward

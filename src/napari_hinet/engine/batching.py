@@ -5,8 +5,10 @@ The rules, in order:
 1. a requested ``batch_size`` is used as is;
 2. otherwise on the CPU (and MPS): enough tiles for :data:`CPU_BATCH_WORK` per
    forward (tile pixels times the model's
-   :attr:`~napari_hinet.metadata.ModelMetadata.work_per_pixel`), at most
-   :data:`MAX_BATCH` and at most the run's tiles;
+   :attr:`~napari_hinet.metadata.ModelMetadata.work_per_pixel`, taken as at
+   least 1 so that narrow models do not get larger batches, and memory, than a
+   ``wf=16`` one), at most :data:`MAX_BATCH`, and at most an eighth of the run's
+   tiles (rounded up), so that progress and Cancel act at least 8 times a run;
 3. otherwise on CUDA: the first forward runs one tile and measures it
    (:meth:`.predictor.Predictor.probe`); the batch is sized from the free memory
    (at most :data:`MAX_BATCH`);
@@ -65,8 +67,8 @@ class BatchPolicy:
         elif cuda:
             self.size = 1
         else:
-            work = max(1.0, tile_pixels * predictor.info.work_per_pixel)
-            self.size = max(1, min(MAX_BATCH, int(CPU_BATCH_WORK // work), total))
+            work = max(1, tile_pixels) * max(1.0, predictor.info.work_per_pixel)
+            self.size = max(1, min(MAX_BATCH, int(CPU_BATCH_WORK // work), -(-total // 8)))
         self._probe = cuda and requested is None and probe
         self.expected_forwards = total // max(1, self.size)
 
