@@ -59,10 +59,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     tasks = [t for t in args.tasks.split(",") if t]
-    models = {t: quality.load_ours_model(quality.TASKS[t].model) for t in tasks}
-    for source in args.model:
-        net = quality.load_ours_model(source)
-        models[quality.bench_task_of(Restorer(net, device="cpu", precision="fp32"))] = net
+    models = quality.ours_models(tasks, args.model)
 
     rows = []
     for task, net in models.items():

@@ -83,13 +83,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     tasks = [t for t in args.tasks.split(",") if t]
-    models = {}
-    for source in args.model:  # registry name, .safetensors, or runs/<name>/best.pt
-        net = quality.load_ours_model(source)
-        models[quality.bench_task_of(Restorer(net, device="cpu", precision="fp32"))] = net
-    for task in tasks:
-        if task not in models:
-            models[task] = quality.load_ours_model(quality.TASKS[task].model)
+    models = quality.ours_models(
+        tasks, args.model
+    )  # --model: registry name, .safetensors or runs/<name>/best.pt
 
     rows = []
     for task in tasks:

@@ -666,6 +666,21 @@ def bench_task_of(restorer) -> str:
     raise SystemExit(f"cannot tell which benchmark task model {meta.get('name')!r} is for (task={task!r})")
 
 
+def ours_models(tasks: list[str], sources: list[str]) -> dict:
+    """Benchmark task -> float32 ``HINet``: each of ``sources`` (registry name, weights file or
+    training checkpoint) for the task its metadata names, the bundled model for the other ``tasks``."""
+    from napari_hinet import Restorer
+
+    models = {}
+    for source in sources:
+        net = load_ours_model(source)
+        models[bench_task_of(Restorer(net, device="cpu", precision="fp32"))] = net
+    for task in tasks:
+        if task not in models:
+            models[task] = load_ours_model(TASKS[task].model)
+    return models
+
+
 def resolve_models(args) -> dict:
     """Benchmark task -> Restorer for 'ours' (only for the requested tasks)."""
     restorers = {}

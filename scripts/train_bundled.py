@@ -336,6 +336,7 @@ def run_one(name: str, args: argparse.Namespace) -> None:
         (run_dir / "levels.json").write_text(json.dumps(levels, indent=2))
         print(json.dumps(levels), flush=True)
         out = Path(args.weights_dir) / f"{name}.safetensors"
+        inference = cfg.get("inference") or {}  # the statistics choice measured for this model, if any
         export_model(
             trainer,
             out,
@@ -351,14 +352,10 @@ def run_one(name: str, args: argparse.Namespace) -> None:
             split=splits.as_dict(),
             recipe=cfg["train"],
             extra_training={k: cfg[k] for k in ("notes", "phases") if cfg.get(k)} or None,
-            statistics=(cfg.get("inference") or {}).get("statistics"),
+            statistics=inference.get("statistics"),
             extra_metrics={
                 "val_set": f"{vcfg['count']} fixed {vcfg['patch']}px crops of the validation images",
-                **(
-                    {"statistics": cfg["inference"]["measured"]}
-                    if (cfg.get("inference") or {}).get("measured")
-                    else {}
-                ),
+                **({"statistics": inference["measured"]} if inference.get("measured") else {}),
             },
         )
         print(f"exported {out}", flush=True)

@@ -59,8 +59,8 @@ class RestoreSettings:
         overlap: overlap between neighbouring tiles in pixels (``"blend"`` only);
             ``None`` = :func:`default_overlap` of the tile (``tile // 4`` up to
             64-pixel tiles, then ``tile // 8``, at least 16).
-        batch_size: tiles per forward pass; ``None`` = 1 on CPU/MPS, sized from
-            free memory on CUDA.
+        batch_size: tiles per forward pass; ``None`` = sized by the model's work
+            per pixel on CPU/MPS, from free memory on CUDA (:mod:`napari_hinet.engine.batching`).
         tiling: ``"blend"`` (overlapping tiles, smooth raised-cosine blending),
             ``"official"`` (the HINet paper's test-time grids, uniform averaging)
             or ``"none"`` (whole planes).
