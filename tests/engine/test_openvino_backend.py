@@ -63,6 +63,20 @@ def test_fp32_matches_torch_on_odd_and_small_sizes(stats: str, shapes: list):
 
 
 @needs_openvino
+def test_batches_split_between_streams_come_back_in_order():
+    # rule 4: with 2 threads a batch of several tiles runs on OpenVINO's throughput streams,
+    # each on a part of the batch; a single tile at that shape then runs on one of them
+    model = _model()
+    forward = prepare(model, "fp32", threads=2)
+    rng = np.random.default_rng(1)
+    for n in (5, 1, 2):
+        batch = rng.random((n, 1, 40, 48), dtype=np.float32)
+        out = forward(batch)
+        assert out.shape == batch.shape
+        assert np.abs(out - _torch(model, batch)).max() < F32_TOLERANCE
+
+
+@needs_openvino
 def test_converted_graph_is_read_back_from_the_disk_cache(monkeypatch, tmp_path):
     import openvino
 
