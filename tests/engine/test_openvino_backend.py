@@ -208,6 +208,20 @@ def test_auto_runs_openvino_for_large_runs_and_torch_for_small_ones(monkeypatch)
 
 
 @needs_openvino
+def test_auto_starts_openvino_before_the_first_progress_report(monkeypatch):
+    # converting and compiling take seconds: a progress bar must not sit at "0 of N" meanwhile
+    from napari_hinet import Restorer
+    from napari_hinet.engine import openvino_backend
+
+    monkeypatch.setattr(openvino_backend, "AUTO_MIN_WORK", 200 * 200 * (4 / 16) ** 2)
+    r = Restorer(_engine_model(), **FP32)
+    large = np.random.default_rng(6).integers(0, 4000, (240, 230), dtype=np.uint16)
+    reports = []
+    r.restore(large, progress=lambda done, total: reports.append((done, r.backend)))
+    assert reports[0] == (0, "openvino") and len(reports) > 2
+
+
+@needs_openvino
 def test_engine_openvino_matches_torch():
     from napari_hinet import Restorer
 

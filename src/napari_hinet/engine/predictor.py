@@ -37,9 +37,10 @@ Two choices are made between steps 1 and 2:
   self-check, so step 3 is skipped and a torch fallback runs in float32
   unless ``precision="bf16"``); any failure to convert, compile or run falls
   back to torch with a warning, for the rest of the predictor's life.
-  ``"auto"`` starts OpenVINO (on the CPU, when installed) at the first
-  forward of a run large enough to win back its start
-  (:func:`.openvino_backend.auto_wants_openvino`); until then, and for
+  ``"auto"`` starts OpenVINO (on the CPU, when installed) for the first run
+  large enough to win back its start
+  (:func:`.openvino_backend.auto_wants_openvino`), before that run reports
+  its first progress (:meth:`Predictor.start_backend`); until then, and for
   small runs, torch runs.
 
 ``forward`` holds the predictor's lock, so one Predictor may be shared by the
@@ -312,15 +313,26 @@ class Predictor:
         sizes = [s[0] for s in self._compiled if tuple(s[1:]) == tail and s[0] > n]
         return min(sizes, default=n)
 
-    def _run(self, batch: np.ndarray, expected_forwards: int) -> np.ndarray:
-        if self._pending is not None and auto_wants_openvino(
-            self.info, batch.shape[0] * batch.shape[2] * batch.shape[3] * max(1, expected_forwards)
-        ):
+    def start_backend(self, pixels: int) -> None:
+        """Start what a run of ``pixels`` network input pixels runs on, before its first batch.
+
+        With ``backend="auto"`` that is OpenVINO for a large run (rule 1 of
+        :mod:`.openvino_backend`; converting and compiling take seconds). The engine
+        calls this before it reports ``done=0``, so that a progress display is not
+        stuck at its first batch meanwhile; a forward does it too, for callers that
+        do not. Acts at most once per predictor.
+        """
+        with self._lock:
+            if self._pending is None or not auto_wants_openvino(self.info, pixels):
+                return
             source, precision = self._pending
             self._pending = None  # one try: a failed start warns once and torch runs from then on
             self._openvino = self._start_openvino(source, precision)
             if self._openvino is not None:
                 self.precision_check = self._openvino.primary.precision_check
+
+    def _run(self, batch: np.ndarray, expected_forwards: int) -> np.ndarray:
+        self.start_backend(batch.shape[0] * batch.shape[2] * batch.shape[3] * max(1, expected_forwards))
         if self._openvino is not None:
             return self._openvino(batch)
         return self._torch_run(batch, expected_forwards)

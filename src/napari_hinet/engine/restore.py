@@ -257,6 +257,7 @@ class Restorer:
             sink.planes_done = planes_done
             g = plan.grid
             policy = BatchPolicy(self.predictor, plan.batch_size, g.tile_h * g.tile_w, plan.total_tiles)
+            self.predictor.start_backend(plan.total_tiles * g.tile_h * g.tile_w)  # before done=0 is reported
             try:
                 yield from run_tiles(plan, policy, source, sink, cancel=cancel, first_plane=planes_done)
                 return out
