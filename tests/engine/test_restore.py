@@ -422,9 +422,20 @@ def test_cpu_batches_are_sized_by_work_and_leave_progress_steps(tiny, rng):
 
     torch.manual_seed(0)
     bundled_size, narrow = HINet(1, wf=16, depth=4), HINet(1, wf=2, depth=2)
-    assert batch(bundled_size, 128, 361) == 16  # 16 tiles of 128 px: the measured best on 2 cores
-    assert batch(narrow, 256, 361) == 4  # no more pixels per forward than a wf=16 model gets
-    assert batch(bundled_size, 128, 20) == 3  # at least 8 forwards (progress, Cancel)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert batch(bundled_size, 128, 361) == 16  # 16 tiles of 128 px: the measured best on 2 cores
+        assert batch(narrow, 256, 361) == 4  # no more pixels per forward than a wf=16 model gets
+        assert batch(bundled_size, 128, 20) == 3  # at least 8 forwards (progress, Cancel)
+        assert batch(bundled_size, 192, 144) == 7
+        torch.set_num_threads(2)  # a multiple of the threads: equal shares for OpenVINO's two streams
+        assert batch(bundled_size, 192, 144) == 6
+        assert batch(bundled_size, 128, 20) == 2
+        assert batch(bundled_size, 128, 361) == 16
+        assert batch(bundled_size, 128, 9) == 2  # two threads, two tiles: not rounded below them
+    finally:
+        torch.set_num_threads(threads)
     calls = []
     Restorer(tiny, **CPU).restore(
         rng.random((60, 32, 32), dtype=np.float32), tile=32, progress=lambda d, t: calls.append(d)

@@ -9,6 +9,13 @@ The rules, in order:
    least 1 so that narrow models do not get larger batches, and memory, than a
    ``wf=16`` one), at most :data:`MAX_BATCH`, and at most an eighth of the run's
    tiles (rounded up), so that progress and Cancel act at least 8 times a run;
+   then, when that is more than the CPU threads, rounded down to a multiple of
+   them: OpenVINO splits a batch between one-thread streams (rule 4 of
+   :mod:`.openvino_backend`), and 7 tiles on two streams run as 4 + 3, the
+   second stream idle for a tile's time. Measured on 2 cores with 192-pixel
+   tiles (``benchmarks/bench_batch_split.py``): ``hinet-deblur-photo`` on a
+   1024x1024 photo 1.20 s with 6 per forward against 1.47 s with 7, and
+   ``hinet-denoise-fluo`` on a 2048x2048 plane 4.97 against 5.80 s;
 3. otherwise on CUDA: the first forward runs one tile and measures it
    (:meth:`.predictor.Predictor.probe`); the batch is sized from the free memory
    (at most :data:`MAX_BATCH`);
@@ -26,6 +33,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 
 from .devices import is_out_of_memory
 from .predictor import Predictor
@@ -68,7 +76,9 @@ class BatchPolicy:
             self.size = 1
         else:
             work = max(1, tile_pixels) * max(1.0, predictor.info.work_per_pixel)
-            self.size = max(1, min(MAX_BATCH, int(CPU_BATCH_WORK // work), -(-total // 8)))
+            size = max(1, min(MAX_BATCH, int(CPU_BATCH_WORK // work), -(-total // 8)))
+            threads = torch.get_num_threads()
+            self.size = size - size % threads if size > threads else size
         self._probe = cuda and requested is None and probe
         self.expected_forwards = total // max(1, self.size)
 

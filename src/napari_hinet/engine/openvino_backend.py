@@ -159,8 +159,8 @@ def _no_telemetry() -> Iterator[None]:
         convert_impl.tm, telemetry_utils.tm = saved
 
 
-class _Stage2(torch.nn.Module):
-    """The network with one output (stage 2), as converted."""
+class Stage2(torch.nn.Module):
+    """The network with one output (stage 2), as converted (and as `benchmarks/bench_int8.py` quantises it)."""
 
     def __init__(self, net: torch.nn.Module) -> None:
         super().__init__()
@@ -203,7 +203,7 @@ class OpenVINOModel:
                 f"precision={precision!r} is not valid for OpenVINO; choose 'auto', 'fp32' or 'bf16'."
             )
         self._ov = ov
-        self.net = _Stage2(copy.deepcopy(net).float().eval().requires_grad_(False).cpu())
+        self.net = Stage2(copy.deepcopy(net).float().eval().requires_grad_(False).cpu())
         self.net.net.to(memory_format=torch.contiguous_format)
         self.channels = int(net.config["in_chn"])
         self.multiple = 2 ** (int(net.config["depth"]) - 1)
