@@ -34,6 +34,7 @@ import quality
 import torch
 from _engine_common import load_average, print_table, write_json
 
+from napari_hinet.engine.devices import psnr_db
 from napari_hinet.engine.intensity import DEFAULT_PERCENTILES, percentile_mapping
 from napari_hinet.engine.openvino_backend import Stage2
 
@@ -55,10 +56,6 @@ def tiles(task: str, split: str, percentile: bool) -> tuple[np.ndarray, np.ndarr
                     noisy.append(deg[:, y : y + TILE, x : x + TILE])
                     clean.append(ref[:, y : y + TILE, x : x + TILE])
     return np.stack(noisy).astype(np.float32), np.stack(clean).astype(np.float32)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
 
 
 def main() -> None:
@@ -88,7 +85,7 @@ def main() -> None:
         reference = np.concatenate(
             [Stage2(net)(torch.from_numpy(test[i : i + 16])).numpy() for i in range(0, len(test), 16)]
         )
-    fp32_clean = statistics.mean(psnr(o, c) for o, c in zip(reference, clean, strict=True))
+    fp32_clean = statistics.mean(psnr_db(o, c) for o, c in zip(reference, clean, strict=True))
 
     with torch.no_grad():
         graph = ov.convert_model(
@@ -122,13 +119,13 @@ def main() -> None:
         compiled = core.compile_model(model, "CPU", config)
         requests = [compiled.create_infer_request() for _ in range(2)]
         out = np.concatenate([requests[0].infer({0: test[i : i + 8]})[0] for i in range(0, len(test), 8)])
-        mean_clean = statistics.mean(psnr(o, c) for o, c in zip(out, clean, strict=True))
+        mean_clean = statistics.mean(psnr_db(o, c) for o, c in zip(out, clean, strict=True))
         rows.append(
             {
                 "variant": name,
                 "psnr_clean_db": round(mean_clean, 3),
                 "dpsnr_clean_db": round(mean_clean - fp32_clean, 3),
-                "psnr_vs_fp32_db": round(psnr(out, reference), 1),
+                "psnr_vs_fp32_db": round(psnr_db(out, reference), 1),
             }
         )
 
