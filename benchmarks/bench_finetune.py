@@ -14,7 +14,12 @@ Data (rules, in order):
    is mostly the camera's own noise, stretched by the normalisation) and the four 256 x 256 quadrants of ``img2d.tif``, i.e. nine
    256 x 256 images, each percentile-normalised and clipped to [0, 1] (the clean
    references).
-2. Poisson-Gaussian noise at ``--photons`` photons per unit intensity with read
+2. With ``--binning 2`` the clean references are first averaged over 2 x 2
+   pixels (``img2d.tif`` gives one 256 x 256 image, the planes 128 x 128 each):
+   these "clean" images are low-count camera images themselves (``img2d.tif``
+   peaks at 235 counts), and their own noise, about as strong as the added noise
+   at 100 photons, is scored as signal; binning cuts its variance 4 x.
+3. Poisson-Gaussian noise at ``--photons`` photons per unit intensity with read
    noise 2 % of the photon count (as ``benchmarks/quality.py``), fixed seeds.
 
 Methods:
@@ -25,8 +30,14 @@ Methods:
                  images, ``FinetuneConfig(time_budget_s=budget)``, ssl method
                  ``<method>`` (``--ssl-methods``); validation: the same noisy
                  images' neighbour sub-samples (a noisy view; no clean data).
+                 ``sure-known`` is ``sure`` given the TRUE noise parameters
+                 (``FinetuneConfig.noise_model``), as BM3D is; plain ``sure``
+                 estimates them from each image.
 ``scratch``      the same self-supervised training of a new HINet of the bundled
                  size (wf 16, depth 4; lr 1e-3).
+``oracle``       not a user's method but the ceiling of any of them: a paired
+                 fine-tune of ``hinet-denoise-fluo`` on the noisy images AND
+                 their clean references (what no user has), same budget.
 ``n2v``          careamics' Noise2Void (its UNet, patch 64, batch 16, default
                  recipe), trained for the same budget (``max_time``), in its own
                  virtual environment (``--careamics-python``; see
@@ -77,14 +88,28 @@ CAREAMICS_PYTHON = os.environ.get("HINET_CAREAMICS_PYTHON", "/work/venvs/careami
 BASE_MODEL = "hinet-denoise-fluo"
 NUCLEI_PLANES = (25, 30, 35, 40, 45)
 SEED = 2027
-METHODS = ("input", "bundled", "ft", "scratch", "n2v", "bm3d")
+METHODS = ("input", "bundled", "ft", "scratch", "oracle", "n2v", "bm3d")
 
 
-def clean_images(pool: Path) -> dict[str, np.ndarray]:
-    """The nine clean 256 x 256 test images, float32 (H, W) in [0, 1] (rule 1)."""
+def bin2(img: np.ndarray) -> np.ndarray:
+    """Mean over 2 x 2 pixels (rule 2)."""
+    h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
+    return img[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+
+def clean_images(pool: Path, binning: int = 1) -> dict[str, np.ndarray]:
+    """The clean test images, float32 (H, W) in [0, 1] (rules 1-2): nine of 256 x 256,
+    or with ``binning=2`` one of 256 x 256 and five of 128 x 128."""
     out: dict[str, np.ndarray] = {}
     for rel in splits.TEST_MICROSCOPY:
         img = load_image(pool / rel)
+        if binning == 2:
+            img = np.stack([bin2(p) for p in img]) if img.ndim == 3 else bin2(img)
+            if img.ndim == 2:
+                out[f"{Path(rel).stem}/2"] = np.clip(percentile_normalize(img), 0, 1).astype(np.float32)[
+                    :256, :256
+                ]
+                continue
         if img.ndim == 3:
             planes = {f"{Path(rel).stem}#{i}": img[i] for i in NUCLEI_PLANES}
         else:
@@ -100,7 +125,7 @@ def clean_images(pool: Path) -> dict[str, np.ndarray]:
 
 
 def noisy_images(clean: dict[str, np.ndarray], photons: float) -> dict[str, np.ndarray]:
-    """Rule 2: Poisson-Gaussian noise with fixed seeds."""
+    """Rule 3: Poisson-Gaussian noise with fixed seeds."""
     read = quality.PG_READ_FRACTION * photons
     return {
         name: degrade.poisson_gaussian(img, photons, read, [SEED, int(photons), i]).astype(np.float32)
@@ -120,15 +145,28 @@ def restore_all(model, noisy: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def train_ours(base, noisy: dict[str, np.ndarray], budget: float, args, ssl_method: str, work: Path):
-    """Self-supervised training for ``budget`` seconds; returns (outputs, info)."""
+def train_ours(
+    base,
+    noisy: dict[str, np.ndarray],
+    budget: float,
+    args,
+    ssl_method: str,
+    work: Path,
+    photons: float,
+    clean: dict[str, np.ndarray] | None = None,
+):
+    """Self-supervised training for ``budget`` seconds (``clean`` given: the paired
+    oracle); returns (outputs, info)."""
     from napari_hinet.training import FinetuneConfig, finetune
 
     images = list(noisy.values())
+    known = ssl_method == "sure-known"
+    read = quality.PG_READ_FRACTION * photons
     cfg = FinetuneConfig(
         time_budget_s=budget,
         num_threads=args.threads,
-        ssl_method=ssl_method,
+        ssl_method="sure" if known else ssl_method,
+        noise_model=(1.0 / photons, (read / photons) ** 2) if known else None,
         batch_size=8,
         patch_size=64,
         lr=args.lr if base is not None else 1e-3,
@@ -139,15 +177,28 @@ def train_ours(base, noisy: dict[str, np.ndarray], budget: float, args, ssl_meth
     )
     path = work / f"{'ft' if base else 'scratch'}-{ssl_method}.safetensors"
     t0 = time.perf_counter()
-    result = finetune(
-        base, mode="self_supervised", inputs=images, val_inputs=images, config=cfg, save_path=path
-    )
+    if clean is not None:
+        targets = [clean[k] for k in noisy]
+        result = finetune(
+            base,
+            mode="paired",
+            inputs=images,
+            targets=targets,
+            val_inputs=images,
+            val_targets=targets,
+            config=cfg,
+            save_path=path,
+        )
+    else:
+        result = finetune(
+            base, mode="self_supervised", inputs=images, val_inputs=images, config=cfg, save_path=path
+        )
     outputs = restore_all(str(path), noisy)
     info = {
         "train_s": round(result.wall_time_s, 1),
         "total_s": round(time.perf_counter() - t0, 1),
         "steps": result.steps,
-        "ssl_method": ssl_method,
+        "ssl_method": ssl_method if clean is None else None,
         "val_psnr_start": result.val_psnr_start,
         "val_psnr": result.val_psnr,
         "val_reference": result.val_reference,
@@ -195,6 +246,33 @@ def run_bm3d(noisy: dict[str, np.ndarray], clean: dict[str, np.ndarray], photons
     return out, {"total_s": round(time.perf_counter() - t0, 1)}
 
 
+def reference_noise(clean: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean noise variance that ``estimate_noise_model`` finds in each *clean* reference
+    (their own camera noise, which every method is scored against as if it were signal)."""
+    from napari_hinet.training.noise_model import variance_map
+
+    return {k: round(float(variance_map(v[..., None]).mean()), 6) for k, v in clean.items()}
+
+
+def noise_estimate_check(noisy: dict[str, np.ndarray], clean: dict[str, np.ndarray], photons: float):
+    """Per image: the mean noise variance ``estimate_noise_model`` finds in the noisy image
+    (percentile-normalised, as ``finetune`` sees it) over the variance really there (the
+    added Poisson-Gaussian noise plus the reference's own, :func:`reference_noise`)."""
+    from napari_hinet.engine.intensity import DEFAULT_PERCENTILES, percentile_mapping
+    from napari_hinet.training.noise_model import variance_map
+
+    read = quality.PG_READ_FRACTION * photons
+    out = {}
+    for k, y in noisy.items():
+        m = percentile_mapping(y, DEFAULT_PERCENTILES)
+        scale = m.high - m.low
+        estimated = variance_map(m.forward(y)[..., None]).mean()
+        added = (np.clip(clean[k], 0, None) / photons + (read / photons) ** 2).mean()
+        own = variance_map(clean[k][..., None]).mean()
+        out[k] = round(float(estimated * scale**2 / (added + own)), 3)
+    return out
+
+
 def score(outputs: dict[str, np.ndarray], clean: dict[str, np.ndarray]) -> dict:
     per = {k: quality.metrics(outputs[k][..., None], clean[k][..., None]) for k in clean}
     return {
@@ -210,6 +288,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--photons", default="20,100", help="photon levels (comma-separated)")
     p.add_argument("--budget", type=float, default=150.0, help="training seconds per trained method")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--binning", type=int, choices=(1, 2), default=1, help="rule 2: 2 = 2x2-binned references")
     p.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     p.add_argument(
         "--ssl-methods", default="", help="ssl methods of ft/scratch (default: the config default)"
@@ -234,12 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; choose from {METHODS}")
     ssl_methods = [m for m in args.ssl_methods.split(",") if m] or [FinetuneConfig().ssl_method]
-    clean = clean_images(args.pool)
+    clean = clean_images(args.pool, args.binning)
     rows: list[dict] = []
+    estimates: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for photons in [float(x) for x in args.photons.split(",")]:
             noisy = noisy_images(clean, photons)
+            estimates[f"{photons:g}"] = noise_estimate_check(noisy, clean, photons)
             for method in methods:
                 variants = ssl_methods if method in ("ft", "scratch") else [None]
                 for ssl in variants:
@@ -253,7 +334,11 @@ def main(argv: list[str] | None = None) -> int:
                         info = {"total_s": round(time.perf_counter() - t0, 1)}
                     elif method in ("ft", "scratch"):
                         base = BASE_MODEL if method == "ft" else None
-                        outputs, info = train_ours(base, noisy, args.budget, args, ssl, work)
+                        outputs, info = train_ours(base, noisy, args.budget, args, ssl, work, photons)
+                    elif method == "oracle":
+                        outputs, info = train_ours(
+                            BASE_MODEL, noisy, args.budget, args, "neighbor", work, photons, clean
+                        )
                     elif method == "n2v":
                         outputs, info = run_n2v(noisy, args.budget, args.threads, args.careamics_python, work)
                     else:
@@ -282,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             "read_fraction": quality.PG_READ_FRACTION,
             "threads": args.threads,
             "budget_s": args.budget,
+            "binning": args.binning,
+            "reference_noise": reference_noise(clean),
+            "noise_estimate_over_truth": estimates,
             "base_model": BASE_MODEL,
         },
         "machine": quality.machine(),

@@ -360,16 +360,54 @@ def test_validation_reference_is_labelled(tmp_models_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["neighbor_reg", "blind_spot"])
+@pytest.mark.parametrize("method", ["neighbor_reg", "blind_spot", "sure"])
 def test_each_self_supervised_method_learns_to_denoise(method):
+    noise = {"noise_model": (0.0, (25 / 255) ** 2)} if method == "sure" else {}  # the data's own units
     result = finetune(
         None,
         mode="self_supervised",
         **MODE_DATA["self_supervised"](),
         val_inputs=VAL_NOISY,
         val_targets=VAL_CLEAN,
-        config=_cfg(steps=40, val_every=20, ssl_method=method),
+        config=_cfg(steps=40, val_every=20, ssl_method=method, **noise),
         save=False,
     )
     assert result.val_reference == "clean"
     assert result.val_psnr > result.val_psnr_start + 1.0, (result.val_psnr_start, result.history.val_psnr)
+
+
+def test_sure_carries_the_noise_model_through_the_normalisation_and_validates_against_clean():
+    from napari_hinet.training.finetune import SURE_ESTIMATE
+
+    sigma = 25 / 255
+    inputs = [(1000 * n).astype(np.float32) for n in MODE_DATA["self_supervised"]()["inputs"]]  # other units
+    cfg = _cfg(steps=2, ssl_method="sure", noise_model=(0.0, (1000 * sigma) ** 2), normalization="percentile")
+    job = FinetuneJob(None, mode="self_supervised", inputs=inputs, config=cfg)
+    assert job.val_reference == SURE_ESTIMATE == "clean, estimated (SURE)"
+    # each map is sigma^2 in the [0, 1] units of its own percentile mapping
+    from napari_hinet.training.finetune import _percentile_range
+
+    lo, hi = _percentile_range(inputs[0])
+    expected = (1000 * sigma / (hi - lo)) ** 2
+    np.testing.assert_allclose(job.source.variances[0], expected, rtol=1e-5)
+    # estimated when not given: close to the same level (smooth scenes, white noise)
+    estimated = FinetuneJob(
+        None, mode="self_supervised", inputs=inputs, config=_cfg(steps=2, ssl_method="sure")
+    )
+    assert float(np.median(estimated.source.variances[0])) == pytest.approx(expected, rel=0.2)
+    assert estimated.data_summary["noise_model"] == "estimated from each image"
+    result = finetune(None, mode="self_supervised", inputs=inputs, config=cfg, save=False)
+    assert result.val_reference == SURE_ESTIMATE and np.isfinite(result.val_psnr)
+
+
+@pytest.mark.parametrize(
+    ("noise_model", "message"),
+    [
+        ((1.0,), "two finite numbers"),
+        ((float("nan"), 1.0), "two finite numbers"),
+        ((-1.0, 0.0), "must be >= 0"),
+    ],
+)
+def test_a_bad_noise_model_is_refused_before_training(noise_model, message):
+    with pytest.raises(ValueError, match=message):
+        _cfg(ssl_method="sure", noise_model=noise_model)

@@ -75,3 +75,36 @@ def test_neighbor_regulariser_is_zero_for_a_linear_pass_through_and_adds_a_forwa
     # for f = identity, f(g1) - g2 - (g1(f(y)) - g2(f(y))) = 0: the regulariser adds nothing
     assert float(a) == pytest.approx(float(b))
     assert calls[-1] == (1, 1, 16, 16) and calls[-2] == (1, 1, 8, 8)
+
+
+class _Smoother(torch.nn.Module):
+    """A fixed linear denoiser (3 x 3 mean), returned for both HINet stages."""
+
+    def forward(self, x):
+        out = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), 3, 1)
+        return [out, out]
+
+
+def test_sure_estimates_the_error_against_the_clean_image_without_seeing_it():
+    from napari_hinet.training.selfsupervised import sure_mse, sure_objective
+
+    gen = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 128), torch.linspace(0, 1, 128), indexing="ij")
+    clean = (0.5 + 0.3 * torch.sin(6 * xx) * torch.cos(4 * yy))[None, None].repeat(4, 1, 1, 1)
+    sigma = 0.1
+    noisy = clean + sigma * torch.randn(clean.shape, generator=gen)
+    variance = torch.full_like(noisy, sigma**2)
+    model = _Smoother()
+    true_mse = float(((model(noisy)[-1] - clean) ** 2).mean())
+    # one seeded probe: the estimate is within 5 % of the true error; the plain error against the noisy image is not
+    estimate = sure_mse()(model, noisy, variance)
+    assert estimate == pytest.approx(true_mse, rel=0.05)
+    assert float(((model(noisy)[-1] - noisy) ** 2).mean()) > 5 * true_mse
+    # a wrong noise level moves the estimate (SURE is only as good as the variance it is given)
+    assert abs(sure_mse()(model, noisy, 1.2 * variance) - true_mse) > 0.2 * true_mse
+    # the training objective sums both stages' estimates (same model output twice here)
+    torch.manual_seed(1)
+    loss = sure_objective()(model, noisy, variance, _autocast)
+    assert float(loss) == pytest.approx(2 * true_mse, rel=0.1)  # another single random probe
+    # the validation estimate uses a seeded probe: the same number every time
+    assert sure_mse()(model, noisy, variance) == estimate

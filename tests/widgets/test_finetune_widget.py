@@ -296,3 +296,29 @@ def test_time_budget_replaces_the_step_count(make_napari_viewer, stop_workers, t
     refit = plan.get("refit", {})
     assert plan["time_budget_s"] == 4 and training["steps"] < 100_000
     assert training["steps"] == (refit["steps"] if refit.get("applied") else plan["steps"]) == result.steps
+
+
+def test_sure_with_the_camera_noise_trains_and_says_its_validation_is_an_estimate(
+    make_napari_viewer, stop_workers, tiny_gray_model, wait_for
+):
+    from napari_hinet.checkpoints import load_model
+
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Fine-tune")
+    _setup(viewer, widget, tiny_gray_model, steps=3, name="sure-run")
+    widget.mode.value = "self_supervised"
+    assert _shown(widget.ssl_method) and not _shown(widget.noise_model)  # neighbor needs no noise level
+    widget.ssl_method.value = "sure"
+    assert _shown(widget.noise_model)
+    widget.noise_model.value = "0.01 0.0004, 1"  # three numbers
+    assert widget.start() is None
+    assert "Noise a, b: type two numbers" in widget.status.value
+    widget.noise_model.value = "0, 0.0225"  # the 0.15 Gaussian noise of _pair, in the layer's units
+    widget.start()
+    wait_for(widget, timeout=240_000)
+    result = widget.last_result
+    assert result is not None and result.path.is_file(), widget.status.value
+    assert widget.psnr_plot.title == "validation PSNR vs clean, estimated (SURE)"
+    assert widget.preview_strip.captions[2].text() == "noise variance (SURE)"
+    data = load_model(result.path).metadata["training"]["data"]
+    assert data["ssl_method"] == "sure" and data["noise_model"] == [0.0, 0.0225]

@@ -65,6 +65,11 @@ DEGRADATIONS = [
     ("motion blur", "motion_blur"),
     ("rain streaks", "rain"),
 ]
+#: Self-supervised methods offered here (the API has two more, measured no better).
+SSL_METHODS = [
+    ("Neighbor2Neighbor (default)", "neighbor"),
+    ("SURE (best when the noise level is known)", "sure"),
+]
 _VALIDATIONS = ["hold out part of the data", "separate data"]
 _PROGRESS_STEPS = 1000
 
@@ -84,6 +89,13 @@ TOOLTIPS = {
     "\nDefault: none.",
     "degradation": "The degradation added to clean images (synthetic mode). Default: Poisson-Gaussian "
     "camera noise.\nChoose the one that matches your real images.",
+    "ssl_method": "How a model learns from noisy images alone. Default: Neighbor2Neighbor.\n"
+    "SURE trains on the full image at its own noise level and gained most in our benchmark when given the "
+    "camera's noise (Noise a, b); with the noise estimated from the images it also removes noise that is "
+    "really there, so check the result.",
+    "noise_model": "SURE only: the noise variance a*x + b of a pixel whose clean value is x, in the units "
+    "of your images.\nA camera in ADU: a = gain (ADU per electron), b = read noise (ADU)^2 - gain * "
+    "offset. Default: empty = estimated from each image.",
     "validation": "How the model is checked while it trains. Default: hold out part of the data.\n"
     "Choose separate data when you have a validation image pair.",
     "val_fraction": "Share of the training images (or rows of a single image) kept for validation. "
@@ -177,6 +189,9 @@ class FinetuneWidget(scrollable_container_class()):
         self.folder_a = FileEdit(label="Degraded folder", mode="d")
         self.folder_b = FileEdit(label="Clean folder", mode="d")
         self.degradation = ComboBox(label="Degradation", choices=DEGRADATIONS, value="poisson_gaussian")
+        self.ssl_method = ComboBox(label="Method", choices=SSL_METHODS, value="neighbor")
+        self.noise_model = LineEdit(label="Noise a, b", value="")
+        self.noise_model.native.setPlaceholderText("empty: estimated from the images")
         self.validation = RadioButtons(label="Validation", choices=_VALIDATIONS, value=_VALIDATIONS[0])
         self.val_fraction = FloatSpinBox(label="Held-out fraction", min=0.05, max=0.5, step=0.05, value=0.2)
         self.val_a = ComboBox(label="Validation input", choices=self._image_choices)
@@ -225,6 +240,8 @@ class FinetuneWidget(scrollable_container_class()):
                 self.folder_a,
                 self.folder_b,
                 self.degradation,
+                self.ssl_method,
+                self.noise_model,
                 self.validation,
                 self.val_fraction,
                 self.val_a,
@@ -258,7 +275,7 @@ class FinetuneWidget(scrollable_container_class()):
 
         self._restore_state()
         self._default_layers()
-        for widget in (self.mode, self.source, self.validation):
+        for widget in (self.mode, self.source, self.validation, self.ssl_method):
             widget.changed.connect(self._update_visibility)
         for widget in self._saved_controls():
             widget.changed.connect(self._save_state)
@@ -337,6 +354,9 @@ class FinetuneWidget(scrollable_container_class()):
         self.folder_a.visible = not layers
         self.folder_b.visible = not layers and role_b is not None
         self.degradation.visible = self.mode.value == "synthetic"
+        self_supervised = self.mode.value == "self_supervised"
+        self.ssl_method.visible = self_supervised
+        self.noise_model.visible = self_supervised and self.ssl_method.value == "sure"
         separate = self.validation.value == _VALIDATIONS[1]
         self.val_fraction.visible = not separate
         self.val_a.visible = self.val_b.visible = separate
@@ -351,6 +371,8 @@ class FinetuneWidget(scrollable_container_class()):
             "folder_a": str(self.folder_a.value),
             "folder_b": str(self.folder_b.value),
             "degradation": self.degradation.value,
+            "ssl_method": self.ssl_method.value,
+            "noise_model": self.noise_model.value,
             "validation": self.validation.value,
             "val_fraction": self.val_fraction.value,
             "base_model": self.base_model.value,
@@ -460,6 +482,8 @@ class FinetuneWidget(scrollable_container_class()):
             device=str(self.device.value),
             val_fraction=float(self.val_fraction.value),
             channel_rule=None if rgb is None else ("gray" if rgb else "replicate"),
+            ssl_method=str(self.ssl_method.value),
+            noise_model=_noise_model(self.noise_model.value) if self.ssl_method.value == "sure" else None,
             run_dir=str(runs_dir() / name),
             resume=resume,
             name=name,
@@ -620,13 +644,18 @@ class FinetuneWidget(scrollable_container_class()):
         self._announce_saved(result.path, result.best_psnr, result.start_psnr)
 
     def _label_validation(self, reference: str) -> None:
-        """Say in the plot, preview and status whether validation is against clean images or noisy views."""
-        noisy = reference != "clean"
+        """Say in the plot, preview and status whether validation is against clean images, noisy
+        views, or an estimate of the error against clean images (SURE)."""
+        noisy = reference.startswith("noisy")
         self.noisy_validation = noisy
-        self.psnr_plot.set_title("validation PSNR vs noisy views" if noisy else "validation PSNR")
-        self.preview_strip.set_captions(
-            ("input", "output (current model)", f"target: {reference}" if noisy else "target (clean)")
-        )
+        if reference == "clean":
+            title, target = "validation PSNR", "target (clean)"
+        elif noisy:
+            title, target = "validation PSNR vs noisy views", f"target: {reference}"
+        else:  # an estimate against the clean image (SURE): the target shown is the noise variance
+            title, target = f"validation PSNR vs {reference}", "noise variance (SURE)"
+        self.psnr_plot.set_title(title)
+        self.preview_strip.set_captions(("input", "output (current model)", target))
 
     def _announce_saved(self, path: Path | None, best: float | None, start: float | None) -> None:
         from .restore_widget import refresh_all_model_lists
@@ -739,6 +768,24 @@ def _layer_array(layer: Any) -> np.ndarray:
     return np.asarray(data)
 
 
+def _noise_model(text: str) -> tuple[float, float] | None:
+    """The "Noise a, b" field: two numbers, or empty (None: estimated from the images)."""
+    text = text.strip()
+    if not text:
+        return None
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 2:
+        raise ValueError(
+            f"Noise a, b: type two numbers, e.g. '0.01, 0.0004' (variance a*x + b), or leave it empty to "
+            f"estimate the noise from the images; got {text!r}."
+        )
+    return values
+
+
 def _validation_reference(job: Any) -> str:
     """What the job's validation compares with: ``"clean"`` or the kind of noisy view."""
     reference = getattr(job, "val_reference", None) or job.data_summary.get("val_target") or "clean"
@@ -751,8 +798,8 @@ def _summary(job: Any) -> str:
     reference = _validation_reference(job)
     against = (
         f" against noisy views ({reference}; PSNR lower than against clean images)"
-        if reference != "clean"
-        else ""
+        if reference.startswith("noisy")
+        else ("" if reference == "clean" else f" against {reference}")
     )
     return (
         f"Training {job.base_name} ({job.task}) on {data.get('images')} image(s), mode {job.mode}, "

@@ -52,10 +52,17 @@ _TRAIN_FLAGS = {
         float,
         "wall-clock seconds of training; the schedule is fitted to it (replaces --steps)",
     ),
-    "ssl_method": (str, "self_supervised: neighbor, neighbor_reg or blind_spot (default neighbor)"),
+    "ssl_method": (str, "self_supervised: neighbor, neighbor_reg, blind_spot or sure (default neighbor)"),
+    "noise_model": (
+        float,
+        "ssl_method sure: noise variance a*x + b of a pixel of clean value x, in the data's units "
+        "(camera: gain, read_noise**2 - gain*offset; default: estimated from each image)",
+    ),
 }
 #: Flags whose name differs from the FinetuneConfig field.
 _FLAG_NAMES = {"time_budget_s": "--time-budget"}
+#: Flags that take several values, and their names in the help.
+_FLAG_METAVARS = {"time_budget_s": "SECONDS", "noise_model": ("A", "B")}
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -97,9 +104,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     for flag, (typ, help_) in _TRAIN_FLAGS.items():
         name = _FLAG_NAMES.get(flag, "--" + flag.replace("_", "-"))
-        p.add_argument(
-            name, dest=flag, type=typ, metavar="SECONDS" if flag == "time_budget_s" else None, help=help_
-        )
+        metavar = _FLAG_METAVARS.get(flag)
+        nargs = len(metavar) if isinstance(metavar, tuple) else None
+        p.add_argument(name, dest=flag, type=typ, nargs=nargs, metavar=metavar, help=help_)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,8 @@ Modes:
 * ``self_supervised`` -- :class:`NeighborSource`: noisy images only; the two
   images of a pair are neighbouring-pixel sub-samples of one noisy patch
   (Neighbor2Neighbor, Huang et al., CVPR 2021); :class:`NoisyPatchSource`:
-  noisy patches for the objectives of :mod:`napari_hinet.training.selfsupervised`.
+  noisy patches for the objectives of :mod:`napari_hinet.training.selfsupervised`;
+  :class:`NoiseMapSource`: noisy patches and their noise variance (SURE).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "NeighborSource",
     "NoisyPatchSource",
     "PairedSource",
+    "NoiseMapSource",
     "SyntheticSource",
     "LUMA_WEIGHTS",
     "dihedral",
@@ -322,6 +324,37 @@ class NeighborSource(NoisyPatchSource):
 
     def sample(self, rng: np.random.Generator, patch: int) -> tuple[np.ndarray, np.ndarray]:
         return neighbor_pair(self.crop(rng, patch), rng)
+
+
+@dataclass
+class NoiseMapSource(NoisyPatchSource):
+    """Noisy images only, each with a map of its noise variance: a sample is a
+    noisy patch ``y`` and the variance at each of its pixels, both ``(P, P, C)``
+    and cut at the same place (for
+    :func:`~napari_hinet.training.selfsupervised.sure_objective`).
+
+    ``variances``: float32 ``(H, W, C)`` per image, in the images' [0, 1] units
+    (:func:`~napari_hinet.training.noise_model.variance_map`).
+    """
+
+    variances: list[np.ndarray] = field(default_factory=list)
+    scale: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.variances) != len(self.images) or any(
+            v.shape != im.shape for v, im in zip(self.variances, self.images, strict=True)
+        ):
+            raise ValueError("NoiseMapSource needs one variance map of the image's shape per image")
+
+    def sample(self, rng: np.random.Generator, patch: int) -> tuple[np.ndarray, np.ndarray]:
+        i = _pick(self._areas, rng)
+        c = self.images[i].shape[2]
+        both = np.concatenate([_to_float(self.images[i]), self.variances[i]], axis=2)
+        crop = _random_crop(both, patch, rng)
+        if self.augment:
+            crop = dihedral(crop, int(rng.integers(8)))
+        return np.ascontiguousarray(crop[..., :c]), np.ascontiguousarray(crop[..., c:])
 
 
 def make_batch(

@@ -168,6 +168,10 @@ class Trainer:
         objective: ``objective(model, x, y, autocast) -> loss`` replacing the default
             ``two_stage_loss(loss_fn, model(x), y)`` (e.g. a self-supervised loss that
             needs the network more than once); ``autocast`` is a context factory.
+        val_mse: ``val_mse(model, x, y) -> float``, the mean squared error of a
+            validation chunk when it is not ``mse(model(x)[-1], y)`` (e.g. an
+            estimate without a clean image); validation PSNR is then
+            ``-10 log10`` of its mean over the validation set.
     """
 
     def __init__(
@@ -179,9 +183,11 @@ class Trainer:
         run_dir: str | os.PathLike | None = None,
         extra_state: dict | None = None,
         objective: Callable | None = None,
+        val_mse: Callable | None = None,
     ) -> None:
         self.cfg = cfg
         self.objective = objective
+        self.val_mse = val_mse
         self.val_seconds: float | None = None  # wall time of the last validation
         self.device = torch.device(cfg.device)
         if cfg.num_threads:
@@ -322,10 +328,15 @@ class Trainer:
         for i in range(0, len(inputs), chunk):
             x = torch.from_numpy(inputs[i : i + chunk]).to(self.device)
             y = torch.from_numpy(targets[i : i + chunk]).to(self.device)
+            if self.val_mse is not None:
+                values.append(float(self.val_mse(self.model, x, y)) * len(x))
+                continue
             with self._autocast():
                 out = self.model(x)[-1]
             values.append(psnr(out.float(), y) * len(x))
         self.model.train()
+        if self.val_mse is not None:
+            return -10.0 * math.log10(max(sum(values) / len(inputs), 1e-10))
         return float(sum(values) / len(inputs))
 
     @torch.no_grad()

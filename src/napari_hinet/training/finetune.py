@@ -61,6 +61,7 @@ from . import selfsupervised
 from .datasets import (
     Degradation,
     NeighborSource,
+    NoiseMapSource,
     NoisyPatchSource,
     PairedSource,
     SyntheticSource,
@@ -91,6 +92,7 @@ REFIT_TOLERANCE = 0.05
 CLEAN_REFERENCE = "clean"
 NOISY_VIEW_N2N = "noisy view (second acquisition)"
 NOISY_VIEW_SUBSAMPLE = "noisy view (neighbour sub-sample)"
+SURE_ESTIMATE = "clean, estimated (SURE)"
 #: Suffixes of image files in a training folder (the reader table of :func:`napari_hinet.io.read_array`).
 IMAGE_EXTENSIONS = ARRAY_SUFFIXES
 
@@ -132,8 +134,17 @@ class FinetuneConfig(TrainConfig):
             current rate), when that changes it by more than 5 %.
         ssl_method: self-supervised method (mode ``"self_supervised"``):
             ``"neighbor"`` (Neighbor2Neighbor), ``"neighbor_reg"`` (with its
-            regulariser) or ``"blind_spot"`` (Noise2Void-style masking); see
-            :mod:`napari_hinet.training.selfsupervised`.
+            regulariser), ``"blind_spot"`` (Noise2Void-style masking) or
+            ``"sure"`` (Stein's unbiased risk estimate, which needs the noise level:
+            ``noise_model``); see :mod:`napari_hinet.training.selfsupervised`.
+        noise_model: for ``ssl_method="sure"``: ``(a, b)`` such that a pixel of
+            clean value ``x`` has noise variance ``a * x + b``, in the units of the
+            data as given (before normalisation; e.g. for a camera in ADU with gain
+            ``g`` ADU per electron, offset ``o`` and read noise ``r`` ADU:
+            ``(g, r**2 - g * o)``; for ``degrade.poisson_gaussian(img, photons,
+            read)``: ``(1 / photons, (read / photons)**2)``). ``None``: estimated
+            from each image (:func:`~napari_hinet.training.noise_model.estimate_noise_model`),
+            which counts all pixel-independent noise in the data.
     """
 
     steps: int = 500
@@ -153,6 +164,7 @@ class FinetuneConfig(TrainConfig):
     task: str | None = None
     time_budget_s: float | None = None
     ssl_method: str = "neighbor"
+    noise_model: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -166,6 +178,14 @@ class FinetuneConfig(TrainConfig):
             raise ValueError(
                 f"ssl_method must be one of {', '.join(selfsupervised.METHODS)}, got {self.ssl_method!r}"
             )
+        if self.noise_model is not None:
+            if len(self.noise_model) != 2 or not all(math.isfinite(float(v)) for v in self.noise_model):
+                raise ValueError(f"noise_model must be two finite numbers (a, b), got {self.noise_model!r}")
+            if float(self.noise_model[0]) < 0:
+                raise ValueError(
+                    f"noise_model a (variance per unit of signal) must be >= 0, got {self.noise_model[0]}"
+                )
+            self.noise_model = (float(self.noise_model[0]), float(self.noise_model[1]))
         if self.normalization not in (None, "fixed", "percentile"):
             raise ValueError(
                 f"normalization must be 'fixed', 'percentile' or None, got {self.normalization!r}"
@@ -476,8 +496,14 @@ class FinetuneJob:
                 for ims in groups
             ]
 
+        raw_train, raw_val = train[0], (val[0] if val is not None else None)
         train = prep(train, "the training data")
         val = prep(val, "the validation data") if val is not None else None
+        self.sure = mode == "self_supervised" and cfg.ssl_method == "sure"
+        if self.sure:  # the noise variance of every pixel rides along as a second image list
+            train = [train[0], self._variance_maps(raw_train, train[0])]
+            if val is not None and len(val) == 1:
+                val = [val[0], self._variance_maps(raw_val, val[0])]
         multiple = int(getattr(self.model, "size_multiple", 2 ** (int(self.model.config["depth"]) - 1)))
         if cfg.patch_size % multiple:
             raise ValueError(
@@ -516,6 +542,12 @@ class FinetuneJob:
             self.data_summary["degradation"] = self.degradation.as_dict()
 
         # --- sources, validation set, trainer ------------------------------------
+        if self.sure and val_targets is None:
+            self.val_reference = SURE_ESTIMATE
+        elif mode in ("n2n", "self_supervised") and val_targets is None:
+            self.val_reference = NOISY_VIEW_N2N if mode == "n2n" else NOISY_VIEW_SUBSAMPLE
+        else:
+            self.val_reference = CLEAN_REFERENCE
         self.source = self._make_source(train, augment=True)
         val_source = self._make_source(val, augment=False)
         smallest_val = min(min(im.shape[:2]) for im in val[0])
@@ -525,13 +557,13 @@ class FinetuneJob:
         if vp % multiple:
             raise ValueError(f"val_patch {vp} must be a multiple of {multiple}")
         self.val = fixed_set(val_source, cfg.seed, cfg.val_count, vp)
-        if mode in ("n2n", "self_supervised") and val_targets is None:
-            self.val_reference = NOISY_VIEW_N2N if mode == "n2n" else NOISY_VIEW_SUBSAMPLE
-        else:
-            self.val_reference = CLEAN_REFERENCE
         self.data_summary["val_reference"] = self.val_reference
         if mode == "self_supervised":
             self.data_summary["ssl_method"] = cfg.ssl_method
+        if self.sure:
+            self.data_summary["noise_model"] = (
+                list(cfg.noise_model) if cfg.noise_model is not None else "estimated from each image"
+            )
         self.trainer = Trainer(
             self.model,
             self.source,
@@ -540,6 +572,7 @@ class FinetuneJob:
             cfg.run_dir,
             {"data": self.data_summary},
             objective=self._objective(),
+            val_mse=selfsupervised.sure_mse() if self.val_reference == SURE_ESTIMATE else None,
         )
         self.budget_plan: dict | None = None
         self.resumed = bool(cfg.resume and self.trainer.try_resume())
@@ -604,7 +637,27 @@ class FinetuneJob:
         _check_pairs(a, b, names, ("val_inputs", "val_targets"))
         return [a, b]
 
+    def _variance_maps(self, raw: list[np.ndarray], normalized: list[np.ndarray]) -> list[np.ndarray]:
+        """Noise variance of every pixel of the normalised images (``ssl_method="sure"``):
+        ``cfg.noise_model`` carried through each image's intensity mapping, or estimated."""
+        from .noise_model import NoiseModel, variance_map
+
+        maps = []
+        for im, norm in zip(raw, normalized, strict=True):
+            model = None
+            if self.cfg.noise_model is not None:
+                r = _percentile_range(im) if self.normalization == "percentile" else None
+                ends = _normalize(np.array([0, 1], dtype=im.dtype), self.normalization, r)
+                ends = ends.astype(np.float64) / (255.0 if ends.dtype == np.uint8 else 1.0)
+                scale = 1.0 / (ends[1] - ends[0])  # y' = (y - low) / scale
+                model = NoiseModel(*self.cfg.noise_model).rescaled(-ends[0] * scale, scale)
+            pixels = norm.astype(np.float32) / (255.0 if norm.dtype == np.uint8 else 1.0)
+            maps.append(variance_map(pixels, model))
+        return maps
+
     def _make_source(self, lists: list[list[np.ndarray]], augment: bool):
+        if self.sure and len(lists) == 2 and (augment or self.val_reference == SURE_ESTIMATE):
+            return NoiseMapSource(lists[0], variances=lists[1], augment=augment)
         if len(lists) == 2 and (self.mode != "n2n" or not augment):
             # paired data, and every validation set given as pairs (clean or second acquisition)
             return PairedSource(lists[0], lists[1], augment=augment, swap=False)
@@ -621,6 +674,8 @@ class FinetuneJob:
         """The training loss when it is not the plain two-stage loss (self-supervised methods)."""
         if self.mode != "self_supervised" or self.cfg.ssl_method == "neighbor":
             return None
+        if self.sure:
+            return selfsupervised.sure_objective()
         if self.cfg.ssl_method == "neighbor_reg":
             from .losses import make_loss
 

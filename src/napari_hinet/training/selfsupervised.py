@@ -23,6 +23,22 @@ read noise), never spatially correlated noise (after demosaicing, JPEG...).
    random neighbour within :data:`MASK_RADIUS` pixels; the loss is the squared
    (``loss="l1"``: absolute) error between the output and the *original* noisy
    value at the replaced pixels only, so the network cannot learn identity.
+4. ``"sure"`` -- Stein's unbiased risk estimate (Stein 1981; Monte-Carlo SURE,
+   Ramani et al., IEEE TIP 2008; as a training loss, Soltanayev and Chun,
+   NeurIPS 2018). For noise of known per-pixel variance ``v``, the mean squared
+   error against the *unknown clean image* is estimated from the noisy patch
+   ``y`` alone: ``mean((f(y) - y)^2) - mean(v) + 2 mean(v * div f(y))``, and the
+   divergence by one random probe ``b ~ N(0, 1)``:
+   ``div f(y) ~ b * (f(y + epsilon b) - f(y)) / epsilon``
+   (:data:`SURE_EPSILON`). It trains at full resolution on the noise level of
+   the data itself, but is only as good as ``v``: ``v`` comes from a
+   Poisson-Gaussian :class:`~napari_hinet.training.noise_model.NoiseModel`,
+   given or estimated (:class:`~napari_hinet.training.datasets.NoiseMapSource`);
+   a variance 10 % too high makes the network over-smooth. The two forward passes
+   run in float32 whatever the precision (a finite difference of bf16 outputs
+   is rounding noise), so a step costs about 3 x a bf16 step. The validation
+   PSNR of this method is also a SURE estimate (:func:`sure_mse`): an estimate
+   against the clean image, not a noisy view.
 
 All randomness comes from torch's global generator, which the training
 checkpoints store, so resumed runs stay exact.
@@ -42,18 +58,23 @@ __all__ = [
     "MASK_FRACTION",
     "MASK_RADIUS",
     "METHODS",
+    "SURE_EPSILON",
     "blind_spot_objective",
     "neighbor_objective",
     "neighbor_subsample",
+    "sure_mse",
+    "sure_objective",
 ]
 
-METHODS = ("neighbor", "neighbor_reg", "blind_spot")
+METHODS = ("neighbor", "neighbor_reg", "blind_spot", "sure")
 #: Weight of the Neighbor2Neighbor regulariser (the paper's gamma).
 GAMMA = 1.0
 #: Share of the pixels of a patch replaced by a neighbour in blind-spot training.
 MASK_FRACTION = 0.02
 #: Replacement neighbours are drawn from the (2 r + 1)^2 window, centre excluded.
 MASK_RADIUS = 2
+#: Step of the finite difference that estimates the divergence in SURE (image units).
+SURE_EPSILON = 1e-3
 
 # Adjacent pixel pairs inside a 2x2 cell (positions 0 1 / 2 3), both orders.
 _PAIRS = torch.tensor([(0, 1), (1, 0), (2, 3), (3, 2), (0, 2), (2, 0), (1, 3), (3, 1)])
@@ -126,3 +147,38 @@ def blind_spot_objective(
         return loss
 
     return objective
+
+
+def _sure(f: Tensor, f_eps: Tensor, y: Tensor, variance: Tensor, b: Tensor, epsilon: float) -> Tensor:
+    """Monte-Carlo SURE of one output ``f = f(y)`` given ``f_eps = f(y + epsilon b)``."""
+    divergence = (variance * b * (f_eps - f)).mean() / epsilon
+    return ((f - y) ** 2).mean() - variance.mean() + 2.0 * divergence
+
+
+def sure_objective(epsilon: float = SURE_EPSILON) -> Callable:
+    """SURE loss (method 4) on noisy batches ``y`` with their noise variances ``(N, C, P, P)``."""
+
+    def objective(model, y: Tensor, variance: Tensor, _autocast) -> Tensor:
+        b = torch.randn_like(y)
+        both = model(torch.cat([y, y + epsilon * b]))  # float32: see the module docstring
+        n = len(y)
+        loss = torch.zeros((), device=y.device)
+        for out in both:
+            loss = loss + _sure(out[:n].float(), out[n:].float(), y, variance, b, epsilon)
+        return loss
+
+    return objective
+
+
+def sure_mse(epsilon: float = SURE_EPSILON, seed: int = 0) -> Callable:
+    """``val_mse(model, y, variance) -> float``: SURE of the final output, the same probe
+    ``b`` for every call (seeded), so validations of one run are comparable."""
+
+    def val_mse(model, y: Tensor, variance: Tensor) -> float:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        b = torch.randn(y.shape, generator=gen).to(y.device)
+        f = model(y)[-1].float()
+        f_eps = model(y + epsilon * b)[-1].float()
+        return float(_sure(f, f_eps, y, variance, b, epsilon))
+
+    return val_mse
