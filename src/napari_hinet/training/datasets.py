@@ -338,7 +338,6 @@ class NoiseMapSource(NoisyPatchSource):
     """
 
     variances: list[np.ndarray] = field(default_factory=list)
-    scale: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -19,8 +19,8 @@ of the read noise, in the image's own units. :func:`estimate_noise_model` fits
    against their mean signal, clamped so both are >= 0 (pure Gaussian noise
    gives ``a = 0``); at least :data:`MIN_VARIANCE` remains of ``b``.
 
-Recorrupted-to-Recorrupted training (:class:`~napari_hinet.training.datasets.RecorruptedSource`)
-uses the fitted model to draw noise of the image's own strength.
+SURE fine-tuning (``ssl_method="sure"`` of :mod:`napari_hinet.training.selfsupervised`)
+uses the model's variance at each pixel (:func:`variance_map`) when no noise model is given.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ __all__ = ["BINS", "MIN_VARIANCE", "NoiseModel", "estimate_noise_model", "local_
 
 #: Intensity bins of equal pixel count for the variance fit (rule 3).
 BINS = 16
-#: Floor of the read-noise variance ``b`` (rule 4): keeps the drawn noise > 0.
+#: Floor of the read-noise variance ``b`` (rule 4) and of every variance: keeps it > 0.
 MIN_VARIANCE = 1e-8
 _MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution times this is its sigma
 _RESIDUAL_GAIN = 1.25  # variance of (pixel - mean of 4 neighbours) / variance of the noise
