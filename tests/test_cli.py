@@ -338,6 +338,22 @@ def test_restore_mixed_folder_keeps_names_dtypes_shapes_metadata(tmp_path, tiny_
         assert tif.is_imagej and tif.imagej_metadata["spacing"] == 1.5
 
 
+def test_ensemble_flag_restores_like_the_engine_with_ensemble(tmp_path, tiny_models):
+    img = np.random.default_rng(3).integers(0, 4000, (40, 50), dtype=np.uint16)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", img)
+    model = tiny_models["gray"]
+    argv = ["--model", str(model), "--device", "cpu", "--precision", "fp32", "--compile", "off"]
+    code, text = run_cli(
+        "restore", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *argv, "--batch-size", "1",
+        "--no-progress", "--ensemble",
+    )  # fmt: skip
+    assert code == 0, text
+    result = imio.read_image(tmp_path / "out" / "a.tif").data
+    np.testing.assert_array_equal(result, _engine(model, img, axes="YX", ensemble=True))
+    assert not np.array_equal(result, _engine(model, img, axes="YX"))
+
+
 def test_restore_zarr_in_zarr_out_and_format_conversion(tmp_path, tiny_models):
     import zarr
 

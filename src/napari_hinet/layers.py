@@ -353,6 +353,7 @@ def provenance(
         "precision": precision,
         "backend": options.get("backend"),
         "stats": options.get("stats"),
+        "ensemble": options.get("ensemble", 1),
         "source_layer": source_layer,
         "scope": region.scope,
         "region_offset": [int(v) for v in region.offset()],
@@ -407,7 +408,8 @@ def run_record(restorer: Any, settings: RestoreSettings, shape: Sequence[int], a
     ``tiling``, ``tile`` and ``overlap`` as the engine resolves them (``None``
     where the tiling has none; :meth:`napari_hinet.engine.Restorer.plan`),
     ``normalization`` and ``out_dtype`` as set, ``backend`` (``"openvino"`` or
-    ``"torch"``) and ``stats`` (``"global"`` or ``"local"``) as run.
+    ``"torch"``), ``stats`` (``"global"`` or ``"local"``) as run, and ``ensemble``
+    (orientations averaged per tile: 1, 4 or 8).
     """
     plan = restorer.plan(tuple(shape), settings, axes=axes)
     return {
@@ -418,6 +420,7 @@ def run_record(restorer: Any, settings: RestoreSettings, shape: Sequence[int], a
         "out_dtype": settings.out_dtype,
         "backend": restorer.backend,
         "stats": restorer.stats,
+        "ensemble": plan["ensemble"],
     }
 
 

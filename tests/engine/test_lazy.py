@@ -84,6 +84,7 @@ def test_equals_in_memory_within_rounding_with_default_batches():
         ("official", {"tiling": "official"}),
         ("float-auto", {}),
         ("none", {"tiling": "none"}),
+        ("ensemble", {"ensemble": True}),
     ],
 )
 def test_modes_equal_in_memory(kind, kwargs):

@@ -315,16 +315,20 @@ def test_settings_persist_between_sessions(make_napari_viewer, stop_workers, tin
     widget.tiling.value = "official"
     widget.precision.value = "fp32"
     widget.out_dtype.value = "same"
+    widget.ensemble.value = True
     widget.run()
     wait_for(widget)
+    assert viewer.layers["img (HINet denoise)"].metadata["napari_hinet"]["ensemble"] == 8  # denoise: 8 views
 
     other = make_napari_viewer()
     again = _dock(other, "Denoise")
     assert again.model.value == tiny_models["denoise"]
     assert (again.tile.value, again.overlap.value, again.tiling.value) == (128, 16, "official")
-    assert (again.precision.value, again.out_dtype.value) == ("fp32", "same")
+    assert (again.precision.value, again.out_dtype.value, again.ensemble.value) == ("fp32", "same", True)
     deblur = _dock(other, "Deblur")  # settings are per task
-    assert deblur.tile.value == 0
+    assert deblur.tile.value == 0 and deblur.ensemble.value is False
+    again.reset_to_defaults()
+    assert again.ensemble.value is False
 
 
 def test_sample_data_opens(make_napari_viewer) -> None:

@@ -125,6 +125,12 @@ def add_restore_parser(sub: argparse._SubParsersAction) -> None:
         "local (TLC windows of the training patch, large tiles)",
     )
     eng.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="self-ensemble: restore each tile in 8 orientations (4 flips for derain) and average; "
+        "about +0.1-0.3 dB for 4-8x the time",
+    )
+    eng.add_argument(
         "--out-dtype",
         choices=("same", "float32"),
         default="same",
@@ -396,6 +402,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "compile": args.compile,
         "backend": args.backend,
         "stats": args.stats,
+        "ensemble": args.ensemble,
         "out_dtype": None if args.out_dtype == "same" else args.out_dtype,
     }
     if args.percentiles is not None:

@@ -21,7 +21,9 @@ a :class:`~napari_hinet.settings.RestoreSettings` into a frozen, picklable
 5. ``normalization="auto"`` is resolved by :func:`.intensity.choose_normalization`
    (data that rules 2-3 would map "fixed" are sampled for rule 5: ``sample`` is called only then);
 6. the output dtype is ``out.dtype``, else ``float32`` for ``out_dtype="float32"``,
-   else the input dtype, and the output clip follows (:func:`.intensity.output_clip`).
+   else the input dtype, and the output clip follows (:func:`.intensity.output_clip`);
+7. ``ensemble=True`` plans the orientations of the model's task that each tile is
+   run in and averaged over (:func:`.ensemble.orientations_for`); otherwise one.
 
 The in-memory engine (:mod:`.restore`) and the dask path (:mod:`.lazy`) plan
 with this one function, which is why they tile, map and clip alike.
@@ -39,6 +41,7 @@ import numpy as np
 from ..metadata import ModelMetadata
 from ..settings import RestoreSettings, check_overlap, default_overlap
 from .axes import Layout
+from .ensemble import orientations_for
 from .intensity import check_dtype, choose_normalization, output_clip
 from .tiling import TileGrid, plan_grid, round_up
 
@@ -86,6 +89,7 @@ class RunPlan:
         percentiles, normalize_per: percentile options (see :mod:`.mappings`).
         input_dtype, result_dtype: numpy dtype names of the input and the output (rule 6).
         clip: clip range of results in data units, or ``None``.
+        orientations: the orientations (0-7) each tile runs in, averaged (rule 7; ``(0,)`` = one).
     """
 
     layout: Layout
@@ -103,6 +107,7 @@ class RunPlan:
     input_dtype: str
     result_dtype: str
     clip: tuple[float, float] | None
+    orientations: tuple[int, ...] = (0,)
 
     @property
     def n_planes(self) -> int:
@@ -130,6 +135,7 @@ class RunPlan:
             "planes": self.n_planes,
             "groups": len(self.groups),
             "tiles": self.total_tiles,
+            "ensemble": len(self.orientations),
         }
 
     def with_smaller_tiles(self, device: Any) -> RunPlan:
@@ -180,7 +186,7 @@ def plan_run(
     out: Any = None,
     sample: Callable[[], np.ndarray] | None = None,
 ) -> RunPlan:
-    """Plan a run of ``model`` on data of ``layout`` and ``dtype`` by rules 2-6.
+    """Plan a run of ``model`` on data of ``layout`` and ``dtype`` by rules 2-7.
 
     Args:
         model: the model's metadata (``config`` with ``in_chn`` and ``depth``, ``patch_size``,
@@ -224,4 +230,5 @@ def plan_run(
         input_dtype=np.dtype(dtype).name,
         result_dtype=result_dtype(dtype, settings, out, layout.shape).name,
         clip=output_clip(np.dtype(dtype), normalization),
+        orientations=orientations_for(model.task, settings.ensemble),
     )

@@ -168,11 +168,12 @@ class Restorer:
         """What a run on data of ``shape`` would do, without reading any data.
 
         ``settings``/``options`` as for :meth:`restore` (only ``axes``, ``rgb``,
-        ``tile``, ``overlap`` and ``tiling`` matter). Returns a dict with
+        ``tile``, ``overlap``, ``tiling`` and ``ensemble`` matter). Returns a dict with
         ``axes``, ``rgb``, ``tiling``, ``tile`` and ``overlap`` (resolved; ``None``
         for ``"none"``), ``grid`` (tiles per plane as (rows, cols)), ``planes``,
-        ``groups`` (network runs per plane) and ``tiles`` (the ``total`` that
-        ``progress`` will report).
+        ``groups`` (network runs per plane), ``tiles`` (the ``total`` that
+        ``progress`` will report) and ``ensemble`` (orientations each tile runs
+        in: 1, or 8 or 4 with ``ensemble=True``).
         """
         settings = RestoreSettings.build(settings, **options).replace(normalization="fixed", out_dtype=None)
         layout = Layout.create(tuple(shape), settings.axes, settings.rgb)

@@ -10,7 +10,8 @@ band-stitching sink that writes finished bands into ``out``) and the dask path
 3. reads each tile's network input from a :class:`TileSource` (normalised
    bands, a single channel copied to every network input channel);
 4. runs the batch through the :class:`~.batching.BatchPolicy` (which calls
-   :meth:`.predictor.Predictor.forward`);
+   :meth:`.predictor.Predictor.forward`), once per orientation of the plan
+   and averaged (:func:`.ensemble.forward_ensemble`; one without ``ensemble``);
 5. averages a replicated group's output channels back to one, and hands the
    tile to the sink (``sink.add``); when a plane's last tile is in, calls
    ``sink.plane_done(plane)``;
@@ -33,6 +34,7 @@ import numpy as np
 
 from .axes import Layout
 from .batching import BatchPolicy
+from .ensemble import forward_ensemble
 from .intensity import Mapping, check_finite, to_output
 from .mappings import PlaneMappings
 from .plan import RunPlan
@@ -243,7 +245,8 @@ def run_tiles(
             return
         if is_cancelled(cancel):
             raise Cancelled(complete, n_planes)
-        result = policy.run(np.stack([source.tile(*item) for item in pending]))
+        batch = np.stack([source.tile(*item) for item in pending])
+        result = forward_ensemble(policy.run, batch, plan.orientations)
         for (p, g, i, j), tile in zip(pending, result, strict=True):
             if plan.groups[g].replicate:
                 tile = tile.mean(axis=0, keepdims=True)
