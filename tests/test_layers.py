@@ -143,6 +143,18 @@ def test_command_on_a_dask_layer_matches_numpy(tiny_models) -> None:
     np.testing.assert_allclose(lazy, eager, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("task,views", [("denoise", 8), ("derain", 4)])
+def test_command_ensemble_averages_the_task_orientations_and_records_them(tiny_models, task, views) -> None:
+    data = np.random.default_rng(4).random((40, 48, 3), dtype=np.float32)
+    command = getattr(layers, task)
+    plain, _, _ = command(Image(data, rgb=True), model=f"tiny-{task}", device="cpu", precision="fp32")
+    out, kwargs, _ = command(
+        Image(data, rgb=True), model=f"tiny-{task}", device="cpu", precision="fp32", ensemble=True
+    )
+    assert kwargs["metadata"]["napari_hinet"]["ensemble"] == views
+    assert out.shape == data.shape and not np.allclose(out, plain)
+
+
 def test_command_out_dtype_none_keeps_input_dtype(tiny_models) -> None:
     rgb = (np.random.default_rng(2).random((32, 32, 3)) * 255).astype(np.uint8)
     out, kwargs, _ = layers.deblur(Image(rgb, rgb=True), model="tiny-deblur", device="cpu", out_dtype=None)

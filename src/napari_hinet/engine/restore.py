@@ -233,7 +233,7 @@ class Restorer:
             cancel: ``threading.Event`` or callable returning True to stop.
             options: fields of ``settings`` to override (``axes``, ``rgb``, ``tile``,
                 ``overlap``, ``batch_size``, ``tiling``, ``normalization``,
-                ``percentiles``, ``normalize_per``, ``out_dtype``).
+                ``percentiles``, ``normalize_per``, ``out_dtype``, ``ensemble``).
         """
         settings = RestoreSettings.build(settings, **options)
         image = _as_array(image)
@@ -313,7 +313,7 @@ def restore(
             declaration of the options, their defaults and allowed values): ``axes``,
             ``device``, ``precision``, ``tile``, ``overlap``, ``batch_size``, ``tiling``,
             ``normalization``, ``percentiles``, ``normalize_per``, ``out_dtype``, ``rgb``,
-            ``compile``, ``backend``, ``stats``. An unknown name raises ``TypeError``.
+            ``compile``, ``backend``, ``stats``, ``ensemble``. An unknown name raises ``TypeError``.
 
     Returns:
         An array with the input's shape and dtype (or ``out``). A dask array in
