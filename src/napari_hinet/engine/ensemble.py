@@ -24,7 +24,9 @@ The rules, applied in this order:
      never saw.
 3. each orientation ``k`` of a batch (B, C, h, w) is made by rotating by ``k % 4``
    quarter turns in the (h, w) plane, then, for ``k >= 4``, flipping left-right
-   (:func:`orient`); a quarter turn swaps h and w, which the network accepts;
+   (:func:`orient`, also the training augmentation
+   :func:`napari_hinet.training.datasets.dihedral`); a quarter turn swaps h and w,
+   which the network accepts;
 4. each output is turned back (:func:`unorient`, the inverse of rule 3) and the
    outputs are averaged in float32 (:func:`forward_ensemble`).
 """
@@ -50,23 +52,19 @@ def orientations_for(task: str, ensemble: bool) -> tuple[int, ...]:
     return ALL_ORIENTATIONS if task in ROTATION_INVARIANT_TASKS else FLIPS
 
 
-def orient(batch: np.ndarray, k: int) -> np.ndarray:
-    """Rule 3: orientation ``k`` (0-7) of ``batch`` (..., h, w): ``k % 4`` quarter turns, then a
-    left-right flip for ``k >= 4``. Returns a contiguous copy (or ``batch`` itself for ``k = 0``)."""
-    if k == 0:
-        return batch
-    out = np.rot90(batch, k % 4, axes=(-2, -1))
+def orient(batch: np.ndarray, k: int, axes: tuple[int, int] = (-2, -1)) -> np.ndarray:
+    """Rule 3: orientation ``k`` (0-7) of ``batch`` in the plane of ``axes`` (default the last two,
+    (h, w)): ``k % 4`` quarter turns, then a flip of the second axis for ``k >= 4``. A view."""
+    out = np.rot90(batch, k % 4, axes=axes)
     if k >= 4:
-        out = out[..., ::-1]
-    return np.ascontiguousarray(out)
+        out = np.flip(out, axes[1])
+    return out
 
 
-def unorient(batch: np.ndarray, k: int) -> np.ndarray:
-    """Rule 4: the inverse of :func:`orient`: ``unorient(orient(x, k), k) == x``."""
-    if k == 0:
-        return batch
-    out = batch[..., ::-1] if k >= 4 else batch
-    return np.ascontiguousarray(np.rot90(out, -(k % 4), axes=(-2, -1)))
+def unorient(batch: np.ndarray, k: int, axes: tuple[int, int] = (-2, -1)) -> np.ndarray:
+    """Rule 4: the inverse of :func:`orient`: ``unorient(orient(x, k), k) == x``. A view."""
+    out = np.flip(batch, axes[1]) if k >= 4 else batch
+    return np.rot90(out, -(k % 4), axes=axes)
 
 
 def forward_ensemble(
@@ -82,7 +80,7 @@ def forward_ensemble(
         return run(batch)
     total: np.ndarray | None = None
     for k in orientations:
-        out = unorient(run(orient(batch, k)), k).astype(np.float32, copy=False)
+        out = unorient(run(np.ascontiguousarray(orient(batch, k))), k).astype(np.float32, copy=False)
         total = out.copy() if total is None else total + out
     assert total is not None
     return total / np.float32(len(orientations))

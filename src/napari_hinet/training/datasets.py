@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_hinet.data import degrade
+from napari_hinet.engine.ensemble import orient
 
 __all__ = [
     "Degradation",
@@ -64,11 +65,12 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def dihedral(img: np.ndarray, k: int) -> np.ndarray:
-    """One of the 8 rotations/flips of an ``(H, W, ...)`` array; ``k`` in 0..7 (0 = identity)."""
-    out = np.rot90(img, k % 4, axes=(0, 1))
-    if k >= 4:
-        out = out[:, ::-1]
-    return out
+    """One of the 8 rotations/flips of an ``(H, W, ...)`` array; ``k`` in 0..7 (0 = identity).
+
+    The engine's self-ensemble orientation ``k`` (:func:`napari_hinet.engine.ensemble.orient`)
+    in the (H, W) plane: a view.
+    """
+    return orient(img, k, axes=(0, 1))
 
 
 def _crop(img: Image, top: int, left: int, size: int) -> np.ndarray:
