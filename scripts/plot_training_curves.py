@@ -3,9 +3,13 @@
 
 Reads the history that :class:`napari_hinet.training.engine.Trainer` keeps in
 ``runs/<name>/last.pt`` (loaded with ``weights_only=True``) and writes
-``docs/images/training_<name>.png``::
+``docs/images/training_<name><suffix>.png``::
 
     python scripts/plot_training_curves.py hinet-denoise-photo hinet-denoise-fluo
+    python scripts/plot_training_curves.py hinet-deblur-photo --suffix _phase8
+
+(a warm-started phase has a run folder of its own, so its figure gets a suffix and
+the figures of the earlier phases stay as they are).
 
 Phase boundaries come from the model's config (``configs/bundled/<name>.yaml``:
 ``train.restarts``) and are drawn as dashed lines.
@@ -23,7 +27,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def plot(name: str, runs: Path, out_dir: Path) -> Path:
+def plot(name: str, runs: Path, out_dir: Path, suffix: str = "") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,7 +57,7 @@ def plot(name: str, runs: Path, out_dir: Path) -> Path:
     fig.suptitle(f"{name}: {state['step']} steps in this run folder, best validation {best:.2f} dB")
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"training_{name}.png"
+    path = out_dir / f"training_{name}{suffix}.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
@@ -64,9 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("names", nargs="+", help="bundled model names (run folders in --runs)")
     p.add_argument("--runs", type=Path, default=REPO / "runs")
     p.add_argument("--out-dir", type=Path, default=REPO / "docs" / "images")
+    p.add_argument("--suffix", default="", help="appended to the file name, e.g. _phase8")
     args = p.parse_args(argv)
     for name in args.names:
-        print(plot(name, args.runs, args.out_dir))
+        print(plot(name, args.runs, args.out_dir, args.suffix))
 
 
 if __name__ == "__main__":

@@ -299,7 +299,9 @@ def run_one(name: str, args: argparse.Namespace) -> None:
     build_cache(args.pool, cache)
     train_src, val_src = build_sources(cfg, cache)
     vcfg = cfg.get("validation", {"count": 32, "patch": 96})
-    val = fixed_set(val_src, tcfg.seed, int(vcfg["count"]), int(vcfg["patch"]))
+    # the validation crops follow ``validation.seed`` (default: the training seed), so a
+    # warm-started phase can draw new training patches and still be compared with the last
+    val = fixed_set(val_src, int(vcfg.get("seed", tcfg.seed)), int(vcfg["count"]), int(vcfg["patch"]))
     torch.manual_seed(tcfg.seed)
     model = HINet(**cfg["model"])
     trainer = Trainer(model, train_src, val, tcfg, run_dir, extra_state={"bundled_config": cfg})
