@@ -178,7 +178,10 @@ def build_sources(cfg: dict, cache: Path):
     train = SyntheticSource(nat_train, deg, min_texture=min_texture, gray_share=gray_share)
     # validation keeps unclipped noise (file_share 0) so that runs stay comparable across phases
     val_deg = dataclasses.replace(deg, file_share=0.0)
-    val = SyntheticSource(nat_val, val_deg, min_texture=min_texture, gray_share=gray_share)
+    # ... and ``validation.min_texture`` (default: the training one) keeps its crops when a
+    # later phase changes the training crops' texture filter
+    val_texture = float(cfg.get("validation", {}).get("min_texture", min_texture))
+    val = SyntheticSource(nat_val, val_deg, min_texture=val_texture, gray_share=gray_share)
     if data.get("microscopy"):
         w = float(data.get("microscopy_weight", 0.35))
         micro_train = list(load_cache(cache, "micro_train").values())
