@@ -29,14 +29,11 @@ import argparse
 import json
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
+import quality as q  # the benchmark whose test crops and model loading this reuses
 from _engine_common import write_json
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality as q  # noqa: E402  (the benchmark whose crops and loading this reuses)
 
 
 def haar_sigma(plane: np.ndarray) -> float:
@@ -51,21 +48,22 @@ def measure(restorer, task: str, pool: Path, crop: int, crops: int) -> list[dict
     from scipy import ndimage
 
     rows = []
-    for name, img in q.task_images(pool, task, "test").items():
-        for i, clean in enumerate(q.crops_of(img, crop, crops, [q.BASE_SEED, zlib.crc32(name.encode())])):
-            out = q.run_ours(restorer, q.Sample(name, i, clean, clean.copy(), {}))
-            hf_ref = ndimage.laplace(clean[..., 0].astype(np.float64)).std()
-            hf_out = ndimage.laplace(out[..., 0].astype(np.float64)).std()
-            rows.append(
-                {
-                    "image": name,
-                    "crop": i,
-                    "subset": q.subset_of(name),
-                    "ceiling_psnr": round(float(q.metrics(out, clean)[0]), 3),
-                    "sigma": round(haar_sigma(clean[..., 0]), 5),
-                    "hf_kept": round(float(hf_out / hf_ref) if hf_ref > 0 else 1.0, 3),
-                }
-            )
+    # quality.py's own test crops (those of its first condition; the clean crops are the same for all)
+    for s in q.make_samples(pool, task, q.TASKS[task].conditions[0], crop, crops):
+        clean = s.clean
+        out = q.run_ours(restorer, q.Sample(s.image, s.crop, clean, clean.copy(), {}))
+        hf_ref = ndimage.laplace(clean[..., 0].astype(np.float64)).std()
+        hf_out = ndimage.laplace(out[..., 0].astype(np.float64)).std()
+        rows.append(
+            {
+                "image": s.image,
+                "crop": s.crop,
+                "subset": q.subset_of(s.image),
+                "ceiling_psnr": round(float(q.metrics(out, clean)[0]), 3),
+                "sigma": round(haar_sigma(clean[..., 0]), 5),
+                "hf_kept": round(float(hf_out / hf_ref) if hf_ref > 0 else 1.0, 3),
+            }
+        )
     return rows
 
 
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--model", default=None, help="registry name, weights file or checkpoint (default: bundled)"
     )
-    p.add_argument("--pool", type=Path, default=Path("/work/pool/training_pool"))
+    p.add_argument("--pool", type=Path, default=q.DEFAULT_POOL)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--crops", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
