@@ -175,7 +175,10 @@ def build_sources(cfg: dict, cache: Path):
         nat_val = [to_gray(a) for a in nat_val]
     min_texture = float(data.get("min_texture", 0.0))
     gray_share = float(data.get("gray_share", 0.0))
-    train = SyntheticSource(nat_train, deg, min_texture=min_texture, gray_share=gray_share)
+    texture_share = float(data.get("texture_share", 1.0))
+    train = SyntheticSource(
+        nat_train, deg, min_texture=min_texture, gray_share=gray_share, texture_share=texture_share
+    )
     # validation keeps unclipped noise (file_share 0) so that runs stay comparable across phases
     val_deg = dataclasses.replace(deg, file_share=0.0)
     # ... and ``validation.min_texture`` (default: the training one) keeps its crops when a

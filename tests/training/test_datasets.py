@@ -112,6 +112,33 @@ def test_gray_share_is_a_share():
     assert 40 <= grays <= 80
 
 
+def _half_flat_image() -> np.ndarray:
+    """40 x 80: a flat gray left half and a random (textured) right half."""
+    img = np.full((40, 80, 1), 0.5, np.float32)
+    img[:, 40:] = np.random.default_rng(0).random((40, 40, 1))
+    return img
+
+
+def test_min_texture_redraws_flat_crops():
+    img, deg = [_half_flat_image()], Degradation("gaussian", sigma_255=(0, 0))
+    gen = np.random.default_rng(3)
+    plain = [SyntheticSource(img, deg).sample(gen, 16)[1] for _ in range(100)]
+    filtered = [SyntheticSource(img, deg, min_texture=0.05).sample(gen, 16)[1] for _ in range(100)]
+    flat = [sum(float(np.ptp(y)) == 0.0 for y in ys) for ys in (plain, filtered)]
+    assert flat[0] >= 20  # about a third of plain 16-px crops lie in the flat half
+    assert flat[1] <= 2  # the filter gives up after 8 draws: a flat crop survives ~1 time in 2000
+
+
+def test_texture_share_filters_only_a_share_of_samples():
+    img, deg = [_half_flat_image()], Degradation("gaussian", sigma_255=(0, 0))
+    src = SyntheticSource(img, deg, min_texture=0.05, texture_share=0.5)
+    gen = np.random.default_rng(4)
+    flat = sum(float(np.ptp(src.sample(gen, 16)[1])) == 0.0 for _ in range(300))
+    assert 20 <= flat <= 80  # half the samples unfiltered, of which about a third flat
+    with pytest.raises(ValueError, match="texture_share"):
+        SyntheticSource(img, deg, texture_share=1.5)
+
+
 def test_file_share_stores_noisy_patches_as_8_bit_files_would():
     rng = np.random.default_rng(0)
     clean = rng.random((32, 32, 1)).astype(np.float32)
