@@ -149,6 +149,16 @@ def test_channels_last_trains_like_contiguous(tmp_path):
     assert tr.best_model().conv_01.weight.is_contiguous()
 
 
+def test_data_workers_train_on_the_same_batches(tmp_path):
+    """Batches drawn ahead in worker processes are those of a run without workers: same losses."""
+    plain = [e.loss for e in _trainer(None, steps=4).run()]
+    tr = _trainer(None, steps=4, data_workers=2)
+    assert [e.loss for e in tr.run()] == plain
+    assert tr._prefetch is None  # the workers are stopped when the run ends
+    with pytest.raises(ValueError, match="data_workers"):
+        TrainConfig(data_workers=-1)
+
+
 def test_exported_statistics_choice_drives_the_engine(tmp_path):
     # A bundled config's measured choice (inference.statistics) reaches the weights' metadata,
     # and stats="auto" follows it when the model is loaded back.
