@@ -19,6 +19,12 @@ whose run folder holds no ``last.pt`` starts from the committed weights
 (``src/napari_hinet/weights/<name>.safetensors``) with a new warm-up + cosine
 cycle; the config's ``phases`` list records every phase (steps, patch size,
 data) and goes into the exported model's metadata.
+
+On a GPU (``scripts/train_gpu.sh``): ``--cache`` reads a packed cache
+(``scripts/pack_training_cache.py``) instead of the pool, ``--device``,
+``--batch-size`` and ``--data-workers`` (batches drawn ahead in worker
+processes) adapt the recipe, and ``--budget-minutes`` fits one warm-up + cosine
+cycle to a training time (:class:`BudgetFit`).
 """
 
 from __future__ import annotations
@@ -230,17 +236,24 @@ def _psnr(image: np.ndarray, clean: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def evaluate_levels(model: torch.nn.Module, cfg: dict, cache: Path, seed: int = 1234) -> dict:
-    """Mean PSNR (dB) of input and output per degradation level on the whole validation images."""
-    model = model.float().eval()
+def evaluate_levels(
+    model: torch.nn.Module, cfg: dict, cache: Path, seed: int = 1234, device: str = "cpu"
+) -> dict:
+    """Mean PSNR (dB) of input and output per degradation level on the whole validation images
+    (float32 on ``device``)."""
+    model = model.float().eval().to(device)
+
+    def run(noisy: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1)))[None].to(device)
+        return run_any_size(model, x)[0].clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
+
     results = {}
     images = validation_images(cfg, cache)
     for level, fn in LEVELS[cfg["degradation"]["kind"]]:
         before, after = [], []
         for i, (_, clean) in enumerate(images):
             noisy = fn(clean, [seed, i])
-            x = torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1)))[None]
-            y = run_any_size(model, x)[0].clamp(0, 1).numpy().transpose(1, 2, 0)
+            y = run(noisy)
             before.append(_psnr(noisy, clean))
             after.append(_psnr(y, clean))
         results[level] = {
@@ -254,8 +267,7 @@ def evaluate_levels(model: torch.nn.Module, cfg: dict, cache: Path, seed: int = 
             for i, (_, clean) in enumerate(images):
                 gray = luminance(clean)
                 noisy = np.repeat(fn(gray, [seed, i]), 3, axis=2)
-                x = torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1)))[None]
-                y = run_any_size(model, x)[0].clamp(0, 1).numpy().transpose(1, 2, 0)
+                y = run(noisy)
                 before.append(_psnr(noisy[..., :1], gray))
                 after.append(_psnr(y.mean(axis=2, keepdims=True), gray))
             results[f"gray {level}"] = {
@@ -288,6 +300,59 @@ def warm_start(model: torch.nn.Module, weights: Path) -> None:
     model.load_state_dict(committed.state_dict())
 
 
+class BudgetFit:
+    """Fits the number of steps of a run to a wall-clock budget (``--budget-minutes``).
+
+    Rules, applied in this order:
+
+    1. The first :data:`PROBE_SKIP` steps after the start are not timed (one-off
+       allocations, cuDNN's algorithm search); the next :data:`PROBE_STEPS` plain
+       steps (no validation) are.
+    2. From their mean time and the last validation's, ``fit_steps`` of
+       :mod:`napari_hinet.training.finetune` gives the total that ends the run at
+       the budget; the total and the warm-up are set once, before the warm-up ends,
+       so the whole cosine cycle follows the fitted total.
+    """
+
+    PROBE_SKIP = 5
+    PROBE_STEPS = 20
+
+    def __init__(self, budget_s: float, trainer: Trainer) -> None:
+        self.budget_s, self.trainer = budget_s, trainer
+        self.first_step, self.times, self.previous = trainer.step, [], trainer.wall_time_s
+        self.plan: dict | None = None
+
+    def observe(self, ev) -> None:
+        step_s, self.previous = ev.elapsed_s - self.previous, ev.elapsed_s
+        if self.plan is not None or ev.step - self.first_step <= self.PROBE_SKIP or ev.val_psnr is not None:
+            return
+        self.times.append(step_s)
+        if len(self.times) < self.PROBE_STEPS:
+            return
+        from napari_hinet.training.finetune import fit_steps
+
+        tcfg, mean = self.trainer.cfg, float(np.mean(self.times))
+        val_s = float(self.trainer.val_seconds or 0.0)
+        steps, warmup = fit_steps(
+            self.budget_s,
+            elapsed_s=self.trainer.wall_time_s,
+            steps_done=self.trainer.step,
+            step_s=mean,
+            val_s=val_s,
+            val_every=tcfg.val_every,
+            warmup_steps=tcfg.warmup_steps,
+        )
+        tcfg.steps, tcfg.warmup_steps, tcfg.restarts = steps, warmup, []
+        self.plan = {
+            "budget_s": self.budget_s,
+            "steps": steps,
+            "warmup_steps": warmup,
+            "step_s": round(mean, 4),
+        }
+        self.trainer.log(f"time budget: {self.plan}")
+        print(f"[{self.trainer.cfg.device}] time budget: {self.plan}", flush=True)
+
+
 def load_config(name: str) -> dict:
     path = REPO / "configs" / "bundled" / f"{name}.yaml"
     if not path.exists():
@@ -298,11 +363,16 @@ def load_config(name: str) -> dict:
 def run_one(name: str, args: argparse.Namespace) -> None:
     cfg = load_config(name)
     tcfg = TrainConfig(**cfg["train"])
-    if args.steps:
-        tcfg.steps = args.steps
+    for arg, key in (("steps", "steps"), ("batch_size", "batch_size"), ("device", "device")):
+        if getattr(args, arg):
+            setattr(tcfg, key, getattr(args, arg))
+    tcfg.data_workers = args.data_workers
     run_dir = Path(args.runs) / name
-    cache = Path(args.runs) / "cache"
-    build_cache(args.pool, cache)
+    if args.cache:  # a packed cache (scripts/pack_training_cache.py): no pool needed
+        cache = Path(args.cache)
+    else:
+        cache = Path(args.runs) / "cache"
+        build_cache(args.pool, cache)
     train_src, val_src = build_sources(cfg, cache)
     vcfg = cfg.get("validation", {"count": 32, "patch": 96})
     # the validation crops follow ``validation.seed`` (default: the training seed), so a
@@ -316,10 +386,13 @@ def run_one(name: str, args: argparse.Namespace) -> None:
         warm_start(model, committed)
         trainer.log(f"warm start from the committed weights {committed}")
     deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
+    budget = BudgetFit(60 * args.budget_minutes, trainer) if args.budget_minutes else None
     if not args.export_only:
         trainer.log(f"session start, hardware: {hardware_summary(tcfg)}")
         last_print = time.monotonic()
         for ev in trainer.run(should_stop=lambda: deadline is not None and time.monotonic() > deadline):
+            if budget is not None:
+                budget.observe(ev)
             if ev.val_psnr is not None or time.monotonic() - last_print > 60:
                 last_print = time.monotonic()
                 print(
@@ -336,11 +409,12 @@ def run_one(name: str, args: argparse.Namespace) -> None:
         "val_psnr_start": trainer.start_psnr,
         "val_psnr_best": trainer.best_psnr,
         "val_input_psnr": input_psnr(val),
+        "budget": budget.plan if budget is not None else None,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary), flush=True)
     if args.export or args.export_only:
-        levels = evaluate_levels(trainer.best_model(), cfg, cache)
+        levels = evaluate_levels(trainer.best_model(), cfg, cache, device=tcfg.device)
         (run_dir / "levels.json").write_text(json.dumps(levels, indent=2))
         print(json.dumps(levels), flush=True)
         out = Path(args.weights_dir) / f"{name}.safetensors"
@@ -377,6 +451,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weights-dir", default=str(REPO / "src" / "napari_hinet" / "weights"))
     p.add_argument("--max-minutes", type=float, default=None, help="stop (checkpointed) after this wall time")
     p.add_argument("--steps", type=int, default=None, help="override the configured number of steps")
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=None,
+        help="fit the number of steps (one warm-up + cosine cycle) to this training time",
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="override the configured batch size")
+    p.add_argument("--device", default=None, help="torch device (default: the config's, cpu)")
+    p.add_argument("--data-workers", type=int, default=0, help="processes drawing batches ahead (GPU runs)")
+    p.add_argument(
+        "--cache", default=None, help="a packed cache folder (pack_training_cache.py) instead of --pool"
+    )
     p.add_argument("--export", action="store_true", help="export the best weights after training")
     p.add_argument("--export-only", action="store_true", help="do not train; export from runs/<name>/")
     p.add_argument(
