@@ -171,6 +171,23 @@ def to_gray(rgb_uint8: np.ndarray) -> np.ndarray:
     return luminance(rgb_uint8.astype(np.float32) / np.float32(255.0))
 
 
+def validation_settings(cfg: dict) -> dict:
+    """The config's ``validation`` block with its defaults filled in (the one place that reads it).
+
+    ``count`` crops of ``patch`` pixels (defaults 32 and 96), drawn with ``seed`` (default: the
+    training seed) from validation images filtered with ``min_texture`` (default: the training
+    one), so a warm-started phase can change its training patches and still be compared with
+    the phases before it.
+    """
+    block = cfg.get("validation") or {}
+    return {
+        "count": int(block.get("count", 32)),
+        "patch": int(block.get("patch", 96)),
+        "seed": int(block.get("seed", cfg["train"].get("seed", 0))),
+        "min_texture": float(block.get("min_texture", cfg["data"].get("min_texture", 0.0))),
+    }
+
+
 def build_sources(cfg: dict, cache: Path):
     """(training source, validation source) of one bundled config."""
     data, deg = cfg["data"], Degradation(**cfg["degradation"])
@@ -187,9 +204,7 @@ def build_sources(cfg: dict, cache: Path):
     )
     # validation keeps unclipped noise (file_share 0) so that runs stay comparable across phases
     val_deg = dataclasses.replace(deg, file_share=0.0)
-    # ... and ``validation.min_texture`` (default: the training one) keeps its crops when a
-    # later phase changes the training crops' texture filter
-    val_texture = float(cfg.get("validation", {}).get("min_texture", min_texture))
+    val_texture = validation_settings(cfg)["min_texture"]
     val = SyntheticSource(nat_val, val_deg, min_texture=val_texture, gray_share=gray_share)
     if data.get("microscopy"):
         w = float(data.get("microscopy_weight", 0.35))
@@ -374,10 +389,8 @@ def run_one(name: str, args: argparse.Namespace) -> None:
         cache = Path(args.runs) / "cache"
         build_cache(args.pool, cache)
     train_src, val_src = build_sources(cfg, cache)
-    vcfg = cfg.get("validation", {"count": 32, "patch": 96})
-    # the validation crops follow ``validation.seed`` (default: the training seed), so a
-    # warm-started phase can draw new training patches and still be compared with the last
-    val = fixed_set(val_src, int(vcfg.get("seed", tcfg.seed)), int(vcfg["count"]), int(vcfg["patch"]))
+    vcfg = validation_settings(cfg)
+    val = fixed_set(val_src, vcfg["seed"], vcfg["count"], vcfg["patch"])
     torch.manual_seed(tcfg.seed)
     model = HINet(**cfg["model"])
     trainer = Trainer(model, train_src, val, tcfg, run_dir, extra_state={"bundled_config": cfg})
