@@ -378,9 +378,9 @@ def load_config(name: str) -> dict:
 def run_one(name: str, args: argparse.Namespace) -> None:
     cfg = load_config(name)
     tcfg = TrainConfig(**cfg["train"])
-    for arg, key in (("steps", "steps"), ("batch_size", "batch_size"), ("device", "device")):
-        if getattr(args, arg):
-            setattr(tcfg, key, getattr(args, arg))
+    for key in ("steps", "batch_size", "device"):  # command-line overrides of the recipe
+        if getattr(args, key):
+            setattr(tcfg, key, getattr(args, key))
     tcfg.data_workers = args.data_workers
     run_dir = Path(args.runs) / name
     if args.cache:  # a packed cache (scripts/pack_training_cache.py): no pool needed

@@ -43,6 +43,7 @@ __all__ = [
     "dihedral",
     "luminance",
     "make_batch",
+    "step_batch",
     "neighbor_pair",
 ]
 
@@ -376,6 +377,12 @@ def make_batch(
     inputs = np.stack([np.ascontiguousarray(a.transpose(2, 0, 1)) for a, _ in pairs])
     targets = np.stack([np.ascontiguousarray(b.transpose(2, 0, 1)) for _, b in pairs])
     return inputs.astype(np.float32, copy=False), targets.astype(np.float32, copy=False)
+
+
+def step_batch(source, seed: int, step: int, batch_size: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch of training step ``step``: :func:`make_batch` with ``default_rng([seed, step])``,
+    so any process can draw it, in any order (the trainer's reproducibility rule)."""
+    return make_batch(source, np.random.default_rng([seed, step]), batch_size, patch)
 
 
 def fixed_set(source, seed: int, count: int, patch: int) -> tuple[np.ndarray, np.ndarray]:

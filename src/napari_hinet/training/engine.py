@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import make_batch
+from .datasets import step_batch
 from .losses import make_loss, psnr, two_stage_loss
 from .prefetch import BatchPrefetcher
 
@@ -400,8 +400,7 @@ class Trainer:
         if self._prefetch is not None:
             x_np, y_np = self._prefetch.get(self.step)
         else:
-            rng = np.random.default_rng([cfg.seed, self.step])
-            x_np, y_np = make_batch(self.source, rng, cfg.batch_size, cfg.patch_size)
+            x_np, y_np = step_batch(self.source, cfg.seed, self.step, cfg.batch_size, cfg.patch_size)
         x = torch.from_numpy(x_np).to(self.device, non_blocking=True)
         y = torch.from_numpy(y_np).to(self.device, non_blocking=True)
         if cfg.channels_last:

@@ -8,8 +8,8 @@ drawn by any process, in any order, and training stays reproducible.
 
 Rules, applied in this order:
 
-1. The batch of step ``s`` is ``make_batch(source, default_rng([seed, s]),
-   batch_size, patch)``: bit for bit the batch a run without workers draws.
+1. The batch of step ``s`` is ``step_batch(source, seed, s, batch_size, patch)``
+   (:mod:`.datasets`): bit for bit the batch a run without workers draws.
 2. ``workers`` processes each get a copy of the source once, when they start
    (by ``fork`` where the platform has it, so nothing is pickled).
 3. Asking for step ``s`` queues the steps ``s .. s + depth - 1`` that are not
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import make_batch
+from .datasets import step_batch
 
 __all__ = ["BatchPrefetcher"]
 
@@ -40,7 +40,7 @@ def _init_worker(source: Any) -> None:
 
 
 def _draw(seed: int, step: int, batch_size: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
-    return make_batch(_SOURCE, np.random.default_rng([seed, step]), batch_size, patch)
+    return step_batch(_SOURCE, seed, step, batch_size, patch)
 
 
 class BatchPrefetcher:
@@ -51,7 +51,7 @@ class BatchPrefetcher:
         self, source: Any, seed: int, batch_size: int, patch: int, workers: int, depth: int | None = None
     ) -> None:
         if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers} (0 workers: call make_batch directly)")
+            raise ValueError(f"workers must be >= 1, got {workers} (0 workers: call step_batch directly)")
         self.seed, self.batch_size, self.patch = int(seed), int(batch_size), int(patch)
         self.depth = int(depth) if depth is not None else 2 * int(workers)
         method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
