@@ -24,7 +24,7 @@ On a GPU (``scripts/train_gpu.sh``): ``--cache`` reads a packed cache
 (``scripts/pack_training_cache.py``) instead of the pool, ``--device``,
 ``--batch-size`` and ``--data-workers`` (batches drawn ahead in worker
 processes) adapt the recipe, and ``--budget-minutes`` fits one warm-up + cosine
-cycle to a training time (:class:`BudgetFit`).
+cycle to a training time (:class:`napari_hinet.training.BudgetPlanner`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from napari_hinet.data import degrade  # noqa: E402
 from napari_hinet.model import HINet, run_any_size  # noqa: E402
-from napari_hinet.training import splits  # noqa: E402
+from napari_hinet.training import BudgetPlanner, splits  # noqa: E402
 from napari_hinet.training.datasets import (  # noqa: E402
     Degradation,
     MixtureSource,
@@ -315,59 +315,6 @@ def warm_start(model: torch.nn.Module, weights: Path) -> None:
     model.load_state_dict(committed.state_dict())
 
 
-class BudgetFit:
-    """Fits the number of steps of a run to a wall-clock budget (``--budget-minutes``).
-
-    Rules, applied in this order:
-
-    1. The first :data:`PROBE_SKIP` steps after the start are not timed (one-off
-       allocations, cuDNN's algorithm search); the next :data:`PROBE_STEPS` plain
-       steps (no validation) are.
-    2. From their mean time and the last validation's, ``fit_steps`` of
-       :mod:`napari_hinet.training.finetune` gives the total that ends the run at
-       the budget; the total and the warm-up are set once, before the warm-up ends,
-       so the whole cosine cycle follows the fitted total.
-    """
-
-    PROBE_SKIP = 5
-    PROBE_STEPS = 20
-
-    def __init__(self, budget_s: float, trainer: Trainer) -> None:
-        self.budget_s, self.trainer = budget_s, trainer
-        self.first_step, self.times, self.previous = trainer.step, [], trainer.wall_time_s
-        self.plan: dict | None = None
-
-    def observe(self, ev) -> None:
-        step_s, self.previous = ev.elapsed_s - self.previous, ev.elapsed_s
-        if self.plan is not None or ev.step - self.first_step <= self.PROBE_SKIP or ev.val_psnr is not None:
-            return
-        self.times.append(step_s)
-        if len(self.times) < self.PROBE_STEPS:
-            return
-        from napari_hinet.training.finetune import fit_steps
-
-        tcfg, mean = self.trainer.cfg, float(np.mean(self.times))
-        val_s = float(self.trainer.val_seconds or 0.0)
-        steps, warmup = fit_steps(
-            self.budget_s,
-            elapsed_s=self.trainer.wall_time_s,
-            steps_done=self.trainer.step,
-            step_s=mean,
-            val_s=val_s,
-            val_every=tcfg.val_every,
-            warmup_steps=tcfg.warmup_steps,
-        )
-        tcfg.steps, tcfg.warmup_steps, tcfg.restarts = steps, warmup, []
-        self.plan = {
-            "budget_s": self.budget_s,
-            "steps": steps,
-            "warmup_steps": warmup,
-            "step_s": round(mean, 4),
-        }
-        self.trainer.log(f"time budget: {self.plan}")
-        print(f"[{self.trainer.cfg.device}] time budget: {self.plan}", flush=True)
-
-
 def load_config(name: str) -> dict:
     path = REPO / "configs" / "bundled" / f"{name}.yaml"
     if not path.exists():
@@ -394,12 +341,22 @@ def run_one(name: str, args: argparse.Namespace) -> None:
     torch.manual_seed(tcfg.seed)
     model = HINet(**cfg["model"])
     trainer = Trainer(model, train_src, val, tcfg, run_dir, extra_state={"bundled_config": cfg})
-    if not trainer.try_resume() and cfg.get("warm_start"):
+    resumed = trainer.try_resume()
+    if not resumed and cfg.get("warm_start"):
         committed = COMMITTED_WEIGHTS / f"{name}.safetensors"
         warm_start(model, committed)
         trainer.log(f"warm start from the committed weights {committed}")
     deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
-    budget = BudgetFit(60 * args.budget_minutes, trainer) if args.budget_minutes else None
+    budget = None
+    if args.budget_minutes:  # on a GPU: 5 untimed steps (cuDNN's algorithm search), then 20 timed
+        budget = BudgetPlanner(
+            trainer,
+            60 * args.budget_minutes,
+            skip=5,
+            probe=20,
+            plan_file=run_dir / "budget.json",
+            resumed=resumed,
+        )
     if not args.export_only:
         trainer.log(f"session start, hardware: {hardware_summary(tcfg)}")
         last_print = time.monotonic()

@@ -230,43 +230,6 @@ def test_paired_percentile_pairs_share_the_input_range(tmp_models_dir):
 
 
 # ----------------------------------------------------------------------------- time budget
-def test_fit_steps_rules():
-    from napari_hinet.training import fit_steps
-
-    # 100 s left after 10 s, 0.5 s a step, a 2 s validation every 20 steps (+0.1 s a step)
-    total, warmup = fit_steps(
-        110, elapsed_s=10, steps_done=5, step_s=0.5, val_s=2, val_every=20, warmup_steps=20
-    )
-    assert total == 5 + int((110 - 10 - 2) / 0.6) == 168
-    assert warmup == 16  # 20 is more than a tenth of 168
-    assert (
-        fit_steps(300, elapsed_s=0, steps_done=5, step_s=0.5, val_s=0, val_every=20, warmup_steps=20)[1] == 20
-    )
-    # a warm-up longer than a tenth of the total is shortened, never below the steps done
-    total, warmup = fit_steps(
-        20, elapsed_s=1, steps_done=6, step_s=0.5, val_s=0, val_every=50, warmup_steps=20
-    )
-    assert total == 6 + 38 and warmup == 6
-    # an exhausted budget still ends the schedule one step later
-    assert fit_steps(5, elapsed_s=9, steps_done=6, step_s=1, val_s=1, val_every=5, warmup_steps=3)[0] == 7
-
-
-def test_refit_continues_the_cosine_from_the_current_rate():
-    from napari_hinet.training import TrainConfig, lr_at, refit_schedule
-
-    cfg = TrainConfig(steps=100, lr=1e-3, lr_min=1e-6, warmup_steps=10)
-    for new_total in (60, 140):  # the machine got faster / slower after step 50
-        steps, restarts, restart_lr = refit_schedule(cfg, 50, new_total)
-        refit = TrainConfig(
-            steps=steps, lr=1e-3, lr_min=1e-6, warmup_steps=10, restarts=restarts, restart_lr=restart_lr
-        )
-        assert restarts == [50]
-        assert lr_at(50, refit) == pytest.approx(lr_at(50, cfg))  # the rate applied does not jump
-        assert lr_at(steps, refit) == pytest.approx(1e-6) and steps == new_total
-        rates = [lr_at(s, refit) for s in range(50, steps)]
-        assert rates == sorted(rates, reverse=True)
-
-
 def test_time_budget_rejects_bad_values():
     with pytest.raises(ValueError, match="time_budget_s must be > 0"):
         _cfg(time_budget_s=0)

@@ -25,7 +25,8 @@ true PSNR and only its rise means something. :attr:`FinetuneJob.val_reference`,
 :attr:`FinetuneResult.val_reference`, the saved metadata and the CLI say which.
 
 ``config.time_budget_s`` fits the number of steps to a wall-clock budget (see
-:func:`fit_steps`), so the warm-up and cosine decay end when the time is up.
+:class:`~napari_hinet.training.budget.BudgetPlanner`), so the warm-up and cosine
+decay end when the time is up.
 
 Images are numpy arrays (e.g. napari layer data), lists of arrays, a file path
 or a folder path (pairs in two folders are matched by file name). Arrays are
@@ -42,7 +43,6 @@ before any training) from *running* (a generator of
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import re
@@ -58,6 +58,7 @@ import torch
 from ..engine.intensity import DEFAULT_PERCENTILES, Mapping, fixed_mapping, percentile_mapping
 from ..io import ARRAY_SUFFIXES, read_array
 from . import selfsupervised
+from .budget import BudgetPlanner
 from .datasets import (
     Degradation,
     NeighborSource,
@@ -68,26 +69,17 @@ from .datasets import (
     fixed_set,
     luminance,
 )
-from .engine import History, TrainConfig, Trainer, lr_at
+from .engine import History, TrainConfig, Trainer
 
 __all__ = [
     "FinetuneConfig",
     "FinetuneJob",
     "FinetuneResult",
     "finetune",
-    "fit_steps",
     "load_images",
-    "refit_schedule",
 ]
 
 MODES = ("synthetic", "paired", "n2n", "self_supervised")
-#: Steps timed before the number of steps is fitted to ``time_budget_s`` (at most,
-#: and never past the warm-up, whose learning rates do not depend on the total).
-PROBE_STEPS = 6
-#: Share of the budget after which the plan is checked once against the measured pace.
-REFIT_AT = 0.5
-#: A re-fit is applied when it changes the total by more than this share.
-REFIT_TOLERANCE = 0.05
 #: Validation reference labels (``val_reference``).
 CLEAN_REFERENCE = "clean"
 NOISY_VIEW_N2N = "noisy view (second acquisition)"
@@ -126,11 +118,11 @@ class FinetuneConfig(TrainConfig):
         time_budget_s: wall-clock seconds for :meth:`FinetuneJob.run` (validations
             included; data loading and saving not). When set, ``steps`` is ignored:
             the first steps of the warm-up are timed and the total is fitted so the
-            warm-up + cosine schedule ends at the budget (:func:`fit_steps`); the
+            warm-up + cosine schedule ends at the budget (:class:`~.budget.BudgetPlanner`); the
             fitted count is final (a slower machine later means a longer run, not a
             truncated schedule) and kept in ``run_dir/budget.json`` for resuming.
             Once, past half the budget, the total is fitted again to the pace
-            measured since (:func:`refit_schedule`: the cosine continues from the
+            measured since (:func:`~.budget.refit_schedule`: the cosine continues from the
             current rate), when that changes it by more than 5 %.
         ssl_method: self-supervised method (mode ``"self_supervised"``):
             ``"neighbor"`` (Neighbor2Neighbor), ``"neighbor_reg"`` (with its
@@ -574,10 +566,15 @@ class FinetuneJob:
             objective=self._objective(),
             val_mse=selfsupervised.sure_mse() if self.val_reference == SURE_ESTIMATE else None,
         )
-        self.budget_plan: dict | None = None
         self.resumed = bool(cfg.resume and self.trainer.try_resume())
+        self.budget: BudgetPlanner | None = None
         if cfg.time_budget_s is not None:
-            self._prepare_budget()
+            self.budget = BudgetPlanner(
+                self.trainer,
+                cfg.time_budget_s,
+                plan_file=self.trainer.run_dir / "budget.json" if self.trainer.run_dir is not None else None,
+                resumed=self.resumed,
+            )
         self.stopped = False
 
     # --------------------------------------------------------------------- helpers
@@ -688,110 +685,14 @@ class FinetuneJob:
         return self.trainer.step
 
     # --------------------------------------------------------------- time budget
-    def _budget_file(self) -> Path | None:
-        return self.trainer.run_dir / "budget.json" if self.trainer.run_dir is not None else None
-
-    def _prepare_budget(self) -> None:
-        """Provisional total until the probe steps are timed (or the plan of a resumed run)."""
-        tcfg = self.trainer.cfg
-        path = self._budget_file()
-        if self.resumed and path is not None and path.exists():
-            self._apply_plan(json.loads(path.read_text()))
-            return
-        self.probe_steps = max(2, min(PROBE_STEPS, tcfg.warmup_steps))
-        tcfg.steps = max(tcfg.steps, tcfg.warmup_steps + 1, self.probe_steps + 1)
-
-    def _apply_plan(self, plan: dict) -> None:
-        self.budget_plan = plan
-        tcfg = self.trainer.cfg
-        tcfg.steps = int(plan["steps"])
-        tcfg.warmup_steps = int(plan["warmup_steps"])
-        tcfg.restarts, tcfg.restart_lr = [], None
-        refit = plan.get("refit") or {}
-        if refit.get("applied"):
-            tcfg.steps, tcfg.restarts, tcfg.restart_lr = refit_schedule(
-                tcfg, refit["at_step"], refit["steps"]
-            )
-
-    def _elapsed(self) -> float:
-        """Seconds of the budget used: training so far plus the validation before step 1."""
-        return self.trainer.wall_time_s + float((self.budget_plan or {}).get("val_s", 0.0))
-
-    def _save_plan(self, plan: dict) -> None:
-        self._apply_plan(plan)
-        path = self._budget_file()
-        if path is not None:
-            path.write_text(json.dumps(plan))
-
-    def _fit_budget(self, step_times: list[float]) -> None:
-        """Fix the total number of steps from the timed probe steps (the first one is
-        excluded: it includes one-off allocations)."""
-        tcfg = self.trainer.cfg
-        timed = step_times[1:] or step_times
-        step_s = float(sum(timed) / len(timed))
-        val_s = float(self.trainer.val_seconds or 0.0)
-        steps, warmup = fit_steps(
-            self.cfg.time_budget_s,
-            elapsed_s=self.trainer.wall_time_s + val_s,  # + the validation before step 1
-            steps_done=self.trainer.step,
-            step_s=step_s,
-            val_s=val_s if self.trainer.val is not None else 0.0,
-            val_every=tcfg.val_every,
-            warmup_steps=tcfg.warmup_steps,
-        )
-        plan = {
-            "time_budget_s": self.cfg.time_budget_s,
-            "steps": steps,
-            "warmup_steps": warmup,
-            "step_s": round(step_s, 4),
-            "val_s": round(val_s, 4),
-            "fitted_at_step": self.trainer.step,
-        }
-        self._save_plan(plan)
-        self.trainer.log(
-            f"time budget {self.cfg.time_budget_s:g} s: {steps} steps (warm-up {warmup}), {plan}"
-        )
-
-    def _refit_budget(self, step_times: list[float]) -> None:
-        """Once, past :data:`REFIT_AT` of the budget: fit the total again to the pace measured
-        since the plan; the cosine continues from the current learning rate (a restart at
-        this step with that rate), so the schedule still ends at ``lr_min``."""
-        tcfg = self.trainer.cfg
-        step = self.trainer.step
-        step_s = float(sum(step_times) / len(step_times))
-        total, _ = fit_steps(
-            self.cfg.time_budget_s,
-            elapsed_s=self._elapsed(),
-            steps_done=step,
-            step_s=step_s,
-            val_s=float(self.trainer.val_seconds or 0.0) if self.trainer.val is not None else 0.0,
-            val_every=tcfg.val_every,
-            warmup_steps=tcfg.warmup_steps,
-        )
-        applied = step > tcfg.warmup_steps and abs(total - tcfg.steps) > REFIT_TOLERANCE * tcfg.steps
-        refit = {"at_step": step, "steps": total, "step_s": round(step_s, 4), "applied": bool(applied)}
-        self._save_plan({**self.budget_plan, "refit": refit})
-        self.trainer.save_checkpoint()  # a resumed run never redoes steps before the re-fit
-        self.trainer.log(f"time budget re-fit at step {step}: {refit}")
+    @property
+    def budget_plan(self) -> dict | None:
+        """The time-budget plan (:class:`~napari_hinet.training.budget.BudgetPlanner`), once fitted."""
+        return self.budget.plan if self.budget is not None else None
 
     def _run_on_budget(self, should_stop):
-        times: list[float] = []  # durations of plain steps (no validation) since the last plan
-        previous = self.trainer.wall_time_s
         for event in self.trainer.run(should_stop):
-            if event.val_psnr is None:
-                times.append(event.elapsed_s - previous)
-            previous = event.elapsed_s
-            plan = self.budget_plan
-            if plan is None and len(times) >= self.probe_steps:
-                self._fit_budget(times)
-                times = []
-            elif (
-                plan is not None
-                and "refit" not in plan
-                and len(times) >= 3
-                and self._elapsed() >= REFIT_AT * self.cfg.time_budget_s
-            ):
-                self._refit_budget(times)
+            self.budget.observe(event)
             event.total = self.trainer.cfg.steps
             yield event
 
@@ -872,49 +773,6 @@ class FinetuneJob:
             wall_time_s=self.trainer.wall_time_s,
             run_dir=self.trainer.run_dir,
         )
-
-
-def fit_steps(
-    budget_s: float,
-    *,
-    elapsed_s: float,
-    steps_done: int,
-    step_s: float,
-    val_s: float,
-    val_every: int,
-    warmup_steps: int,
-) -> tuple[int, int]:
-    """The total number of steps, and of warm-up steps, that end training at ``budget_s``.
-
-    Rules, applied in this order (times in seconds):
-
-    1. What is left: ``budget_s - elapsed_s``, less one validation (``val_s``) for
-       the final one.
-    2. A step costs ``step_s`` plus its share of the periodic validation,
-       ``val_s / val_every``.
-    3. ``total = steps_done + floor(left / cost)``, at least ``steps_done + 1``.
-    4. The warm-up keeps ``warmup_steps`` unless that is more than a tenth of the
-       total; then it is shortened to ``max(steps_done, total // 10)`` (the steps
-       already done keep their warm-up rates).
-
-    Returns:
-        ``(total_steps, warmup_steps)``.
-    """
-    left = budget_s - elapsed_s - val_s
-    cost = max(step_s, 1e-6) + val_s / max(val_every, 1)
-    total = steps_done + max(1, math.floor(left / cost))
-    warmup = warmup_steps if warmup_steps <= total // 10 else max(steps_done, total // 10)
-    return int(total), int(min(warmup, total - 1))
-
-
-def refit_schedule(cfg: TrainConfig, at_step: int, total: int) -> tuple[int, list[int], float]:
-    """``(steps, restarts, restart_lr)`` for a schedule that, from ``at_step`` on, decays
-    from the learning rate ``cfg`` has at ``at_step`` to ``lr_min`` at ``total``: a cosine
-    restart at ``at_step`` whose peak is that rate, so the rate does not jump. (With it,
-    :func:`lr_at` of the steps before ``at_step`` follows a cycle compressed to end there;
-    those steps are done, and the job checkpoints at the re-fit so none is redone.)"""
-    total = max(int(total), at_step + 1)
-    return total, [int(at_step)], float(lr_at(at_step, cfg))
 
 
 def finetune(
