@@ -299,20 +299,29 @@ def input_psnr(val: tuple[np.ndarray, np.ndarray]) -> float:
     return round(psnr(torch.from_numpy(val[0]), torch.from_numpy(val[1])), 3)
 
 
-def warm_start(model: torch.nn.Module, weights: Path) -> None:
-    """Copy the committed bundled weights into ``model`` (same architecture, checked)."""
+def warm_start(model: torch.nn.Module, weights: Path) -> str:
+    """Copy the committed bundled weights into ``model``; returns what was done (for the log).
+
+    Same architecture: copied as they are. Same but narrower (a smaller ``wf``, e.g. the
+    config now asks for a wider model): widened first (:func:`napari_hinet.training.widen.widen`,
+    same output), so the wider model starts where the committed one is.
+    """
     from napari_hinet.checkpoints import load_model
+    from napari_hinet.training.widen import widen
 
     if not weights.exists():
         raise SystemExit(
             f"warm_start: no committed weights at {weights}; set warm_start: false to start from scratch"
         )
     committed = load_model(weights)
-    if dict(committed.config) != dict(model.config):
-        raise SystemExit(
-            f"warm_start: {weights} is {dict(committed.config)}, the config asks for {dict(model.config)}"
-        )
-    model.load_state_dict(committed.state_dict())
+    old, new = dict(committed.config), dict(model.config)
+    if old == new:
+        model.load_state_dict(committed.state_dict())
+        return f"warm start from the committed weights {weights}"
+    if {**old, "wf": new["wf"]} == new and new["wf"] > old["wf"]:
+        model.load_state_dict(widen(committed, new["wf"]).state_dict())
+        return f"warm start from the committed weights {weights}, widened from wf {old['wf']} to {new['wf']}"
+    raise SystemExit(f"warm_start: {weights} is {old}, the config asks for {new}")
 
 
 def load_config(name: str) -> dict:
@@ -344,8 +353,7 @@ def run_one(name: str, args: argparse.Namespace) -> None:
     resumed = trainer.try_resume()
     if not resumed and cfg.get("warm_start"):
         committed = COMMITTED_WEIGHTS / f"{name}.safetensors"
-        warm_start(model, committed)
-        trainer.log(f"warm start from the committed weights {committed}")
+        trainer.log(warm_start(model, committed))
     deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
     budget = None
     if args.budget_minutes:  # on a GPU: 5 untimed steps (cuDNN's algorithm search), then 20 timed
