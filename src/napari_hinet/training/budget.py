@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+from ..io import atomic_output
 from .engine import StepEvent, TrainConfig, Trainer, lr_at
 
 __all__ = ["PROBE_STEPS", "REFIT_AT", "REFIT_TOLERANCE", "BudgetPlanner", "fit_steps", "refit_schedule"]
@@ -156,19 +157,25 @@ class BudgetPlanner:
     def _val_s(self) -> float:
         return float(self.trainer.val_seconds or 0.0) if self.trainer.val is not None else 0.0
 
-    def _fit(self) -> None:
-        trainer, tcfg = self.trainer, self.trainer.cfg
+    def _fit_times(self, elapsed_s: float) -> tuple[float, int, int]:
+        """``(mean step time, total, warm-up)`` from the steps timed since the last plan."""
+        tcfg = self.trainer.cfg
         step_s = sum(self._times) / len(self._times)
-        val_s = startup_s = self._val_s()  # the last validation's time; that before step 1 counts too
-        steps, warmup = fit_steps(
+        total, warmup = fit_steps(
             self.budget_s,
-            elapsed_s=trainer.wall_time_s + startup_s,
-            steps_done=trainer.step,
+            elapsed_s=elapsed_s,
+            steps_done=self.trainer.step,
             step_s=step_s,
-            val_s=val_s,
+            val_s=self._val_s(),
             val_every=tcfg.val_every,
             warmup_steps=tcfg.warmup_steps,
         )
+        return step_s, total, warmup
+
+    def _fit(self) -> None:
+        trainer = self.trainer
+        startup_s = self._val_s()  # the validation before step 1, timed as the last one
+        step_s, steps, warmup = self._fit_times(trainer.wall_time_s + startup_s)
         plan = {
             "time_budget_s": self.budget_s,
             "steps": steps,
@@ -183,16 +190,7 @@ class BudgetPlanner:
     def _refit(self) -> None:
         trainer, tcfg = self.trainer, self.trainer.cfg
         step = trainer.step
-        step_s = sum(self._times) / len(self._times)
-        total, _ = fit_steps(
-            self.budget_s,
-            elapsed_s=self.elapsed_s(),
-            steps_done=step,
-            step_s=step_s,
-            val_s=self._val_s(),
-            val_every=tcfg.val_every,
-            warmup_steps=tcfg.warmup_steps,
-        )
+        step_s, total, _ = self._fit_times(self.elapsed_s())
         applied = step > tcfg.warmup_steps and abs(total - tcfg.steps) > REFIT_TOLERANCE * tcfg.steps
         refit = {"at_step": step, "steps": total, "step_s": round(step_s, 4), "applied": bool(applied)}
         self._record({**self.plan, "refit": refit})
@@ -203,7 +201,8 @@ class BudgetPlanner:
         self._apply(plan)
         self._times = []
         if self.plan_file is not None:
-            self.plan_file.write_text(json.dumps(plan))
+            with atomic_output(self.plan_file) as tmp:
+                tmp.write_text(json.dumps(plan))
 
     def _apply(self, plan: dict) -> None:
         self.plan = plan

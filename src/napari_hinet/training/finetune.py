@@ -118,11 +118,10 @@ class FinetuneConfig(TrainConfig):
         time_budget_s: wall-clock seconds for :meth:`FinetuneJob.run` (validations
             included; data loading and saving not). When set, ``steps`` is ignored:
             the first steps of the warm-up are timed and the total is fitted so the
-            warm-up + cosine schedule ends at the budget (:class:`~.budget.BudgetPlanner`); the
-            fitted count is final (a slower machine later means a longer run, not a
-            truncated schedule) and kept in ``run_dir/budget.json`` for resuming.
-            Once, past half the budget, the total is fitted again to the pace
-            measured since (:func:`~.budget.refit_schedule`: the cosine continues from the
+            warm-up + cosine schedule ends at the budget (:class:`~.budget.BudgetPlanner`),
+            kept in ``run_dir/budget.json`` for resuming (a slower machine later means
+            a longer run, not a truncated schedule). Only once, past half the budget,
+            is the total fitted again to the pace measured since (:func:`~.budget.refit_schedule`: the cosine continues from the
             current rate), when that changes it by more than 5 %.
         ssl_method: self-supervised method (mode ``"self_supervised"``):
             ``"neighbor"`` (Neighbor2Neighbor), ``"neighbor_reg"`` (with its
