@@ -293,7 +293,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--ssl-methods", default="", help="ssl methods of ft/scratch (default: the config default)"
     )
-    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate of ft (scratch: 1e-3)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate of ft (scratch: 1e-3)")
     p.add_argument("--precision", default="fp32", help="precision of ft/scratch (fp32 = the CPU default)")
     p.add_argument("--careamics-python", default=CAREAMICS_PYTHON)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -113,7 +113,7 @@ TOOLTIPS = {
     "time_budget": "Train for this many seconds instead of a number of steps. Default: 0 (off: use Steps).\n"
     "The first steps are timed and the schedule (warm-up, cosine decay) is fitted so that it ends when "
     "the time is up; the progress bar shows the fitted number of steps.",
-    "lr": "Learning rate. Default: 0.0002.\nLower it (e.g. 0.00005) if the validation PSNR drops at the "
+    "lr": "Learning rate. Default: 0.0001.\nLower it (e.g. 0.00005) if the validation PSNR drops at the "
     "start; raise it when training from scratch.",
     "val_every": "Validate (and update the preview and checkpoint) every this many steps. Default: 20.\n"
     "Lower it for a finer curve; each validation costs time.",
@@ -204,7 +204,7 @@ class FinetuneWidget(scrollable_container_class()):
         self.batch_size = SpinBox(label="Batch size", min=1, max=256, value=4)
         self.steps = SpinBox(label="Steps", min=1, max=1_000_000, value=200)
         self.time_budget = SpinBox(label="Time budget (s)", min=0, max=7 * 86_400, step=30, value=0)
-        self.lr = FloatSpinBox(label="Learning rate", min=1e-7, max=1e-1, step=1e-5, value=2e-4)
+        self.lr = FloatSpinBox(label="Learning rate", min=1e-7, max=1e-1, step=1e-5, value=1e-4)
         self.lr.native.setDecimals(6)
         self.val_every = SpinBox(label="Validate every", min=1, max=100_000, value=20)
         self.device = ComboBox(label="Device", choices=self._device_choices)

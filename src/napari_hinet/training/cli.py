@@ -11,7 +11,7 @@ are the flag names with underscores, e.g.::
     inputs: data/noisy
     targets: data/clean
     degradation: {kind: poisson_gaussian, photons: [5, 100]}   # synthetic mode
-    train: {steps: 2000, batch_size: 8, patch_size: 64, lr: 0.0002}
+    train: {steps: 2000, batch_size: 8, patch_size: 64, lr: 0.0001}
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _TRAIN_FLAGS = {
     "steps": (int, "number of optimizer steps (default 500)"),
     "batch_size": (int, "patches per step (default 8)"),
     "patch_size": (int, "patch side in pixels, a multiple of 2**(depth-1) (default 64)"),
-    "lr": (float, "peak learning rate (default 2e-4)"),
+    "lr": (float, "peak learning rate (default 1e-4)"),
     "lr_min": (float, "final learning rate of the cosine decay (default 1e-6)"),
     "warmup_steps": (int, "linear warm-up steps (default 20)"),
     "loss": (str, "psnr or l1 (default psnr)"),

@@ -139,7 +139,7 @@ class FinetuneConfig(TrainConfig):
     """
 
     steps: int = 500
-    lr: float = 2e-4
+    lr: float = 1e-4  # measured: docs/finetuning.md 'Recipe and measured choices'
     warmup_steps: int = 20
     val_every: int = 50
     checkpoint_every: int = 50
