@@ -52,3 +52,19 @@ def test_warm_start_refuses_another_architecture(committed):
     for other in (HINet(3, wf=8, depth=4), HINet(3, wf=6, depth=3)):
         with pytest.raises(SystemExit, match="the config asks for"):
             train_bundled.warm_start(other, path)
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs" / "bundled").glob("*.yaml")), ids=lambda p: p.stem)
+def test_bundled_configs_pin_their_validation_crops(config: Path) -> None:
+    """A warm start changes the training seed (new patches) and sometimes the texture
+    filter; unpinned, the validation crops would follow them and the phases' validation
+    PSNRs, which decide what ships, would no longer be comparable."""
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text())
+    block = cfg.get("validation") or {}
+    assert {"seed", "min_texture"} <= set(block), f"{config.name}: pin validation.seed and validation.min_texture"
+    settings = train_bundled.validation_settings(cfg)
+    for key, value in {"train": {"seed": 12345}, "data": {"min_texture": 0.5}}.items():
+        changed = {**cfg, key: {**cfg[key], **value}}
+        assert train_bundled.validation_settings(changed) == settings, f"{config.name}: {key} moves the crops"
