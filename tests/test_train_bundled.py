@@ -54,7 +54,9 @@ def test_warm_start_refuses_another_architecture(committed):
             train_bundled.warm_start(other, path)
 
 
-@pytest.mark.parametrize("config", sorted((ROOT / "configs" / "bundled").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "config", sorted((ROOT / "configs" / "bundled").glob("*.yaml")), ids=lambda p: p.stem
+)
 def test_bundled_configs_pin_their_validation_crops(config: Path) -> None:
     """A warm start changes the training seed (new patches) and sometimes the texture
     filter; unpinned, the validation crops would follow them and the phases' validation
@@ -63,7 +65,9 @@ def test_bundled_configs_pin_their_validation_crops(config: Path) -> None:
 
     cfg = yaml.safe_load(config.read_text())
     block = cfg.get("validation") or {}
-    assert {"seed", "min_texture"} <= set(block), f"{config.name}: pin validation.seed and validation.min_texture"
+    assert {"seed", "min_texture"} <= set(block), (
+        f"{config.name}: pin validation.seed and validation.min_texture"
+    )
     settings = train_bundled.validation_settings(cfg)
     for key, value in {"train": {"seed": 12345}, "data": {"min_texture": 0.5}}.items():
         changed = {**cfg, key: {**cfg[key], **value}}
