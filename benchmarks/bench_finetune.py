@@ -293,7 +293,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--ssl-methods", default="", help="ssl methods of ft/scratch (default: the config default)"
     )
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate of ft (scratch: 1e-3)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate of ft (default: the config default; scratch: 1e-3)",
+    )
     p.add_argument("--precision", default="fp32", help="precision of ft/scratch (fp32 = the CPU default)")
     p.add_argument("--careamics-python", default=CAREAMICS_PYTHON)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -307,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     from napari_hinet.training import FinetuneConfig
 
     args = parse_args(argv)
+    if args.lr is None:
+        args.lr = FinetuneConfig().lr
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
